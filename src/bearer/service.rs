@@ -1,0 +1,170 @@
+use std::task::{Context, Poll};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Request, Response};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use crate::reject::{Reject, Rejection, RejectionKind, respond};
+use crate::resource::ProtectedResource;
+use crate::token::{BearerToken, is_token68};
+
+/// Default cap on the token length (8 KiB).
+pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Why an `Authorization` header did not yield a bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// No bearer credentials at all (no header, or another scheme): answered 401 without
+    /// `error`.
+    #[error("no bearer credentials")]
+    Missing,
+    /// Bearer credentials that break the grammar, several headers, or a token over the cap:
+    /// answered 400 `invalid_request`.
+    #[error("malformed bearer credentials")]
+    Malformed,
+}
+
+const SCHEME: &[u8] = b"bearer";
+
+/// Reads the one `Authorization: Bearer` credential of a request.
+pub fn parse_authorization(headers: &HeaderMap, max_token_len: usize) -> Result<BearerToken, ParseError> {
+    let mut all = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = all.next() else { return Err(ParseError::Missing) };
+    if all.next().is_some() {
+        return Err(ParseError::Malformed);
+    }
+    let bytes = value.as_bytes();
+    if bytes.len() < SCHEME.len() || !bytes[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return Err(ParseError::Missing);
+    }
+    match bytes.get(SCHEME.len()) {
+        // "Bearer" alone.
+        None => Err(ParseError::Malformed),
+        Some(b' ') => {
+            let start = SCHEME.len() + bytes[SCHEME.len()..].iter().take_while(|b| **b == b' ').count();
+            let token = &bytes[start..];
+            if token.is_empty() || token.len() > max_token_len || !is_token68(token) {
+                return Err(ParseError::Malformed);
+            }
+            BearerToken::from_header(value.clone(), start).ok_or(ParseError::Malformed)
+        }
+        // Another scheme whose name starts with "bearer" ("Bearerx").
+        Some(b) if b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b) => Err(ParseError::Missing),
+        // Tab, NBSP or other separators after the scheme.
+        Some(_) => Err(ParseError::Malformed),
+    }
+}
+
+/// Middleware that extracts the bearer token. Built by
+/// [`BearerAuthLayer`](super::BearerAuthLayer).
+#[derive(Debug, Clone)]
+pub struct BearerAuth<S, R> {
+    inner: S,
+    resource: ProtectedResource,
+    reject: R,
+    max_token_len: usize,
+    forward_header: bool,
+}
+
+impl<S, R> BearerAuth<S, R> {
+    pub(crate) fn new(
+        inner: S,
+        resource: ProtectedResource,
+        reject: R,
+        max_token_len: usize,
+        forward_header: bool,
+    ) -> Self {
+        Self { inner, resource, reject, max_token_len, forward_header }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for BearerAuth<S, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: Reject<ResBody>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        match parse_authorization(req.headers(), self.max_token_len) {
+            Ok(token) => {
+                if !self.forward_header {
+                    req.headers_mut().remove(AUTHORIZATION);
+                }
+                req.extensions_mut().insert(token);
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Err(e) => {
+                let rejection = match e {
+                    ParseError::Missing => Rejection::new(
+                        RejectionKind::MissingToken,
+                        Some(self.resource.missing_token_challenge().clone()),
+                    ),
+                    ParseError::Malformed => Rejection::new(
+                        RejectionKind::InvalidRequest,
+                        Some(self.resource.invalid_request_challenge().clone()),
+                    ),
+                };
+                tracing::debug!(kind = ?rejection.kind(), "request without usable bearer credentials");
+                ResponseFuture::rejected(respond(&self.reject, &rejection))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn parse(values: &[&[u8]]) -> Result<String, ParseError> {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+        }
+        parse_authorization(&h, 64).map(|t| t.as_str().to_owned())
+    }
+
+    #[test]
+    fn grammar() {
+        assert_eq!(parse(&[]), Err(ParseError::Missing));
+        assert_eq!(parse(&[b"Basic dXNlcjpw"]), Err(ParseError::Missing));
+        assert_eq!(parse(&[b"DPoP abc"]), Err(ParseError::Missing));
+        assert_eq!(parse(&[b"Bearerx abc"]), Err(ParseError::Missing));
+        assert_eq!(parse(&[b"bEaReR abc"]).unwrap(), "abc");
+        assert_eq!(parse(&[b"Bearer  abc=="]).unwrap(), "abc==");
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer a b",
+            b"Bearer a,b",
+            b"Bearer a\"b",
+            b"Bearer \\",
+            b"Bearer a%b",
+            b"Bearer\tabc",
+            b"Bearer\xc2\xa0abc",
+            b"Bearer \xff\xfe",
+        ] {
+            assert_eq!(parse(&[bad]), Err(ParseError::Malformed), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(parse(&[b"Bearer a", b"Bearer b"]), Err(ParseError::Malformed));
+        let long = format!("Bearer {}", "a".repeat(65));
+        assert_eq!(parse(&[long.as_bytes()]), Err(ParseError::Malformed));
+        let edge = format!("Bearer {}", "a".repeat(64));
+        assert!(parse(&[edge.as_bytes()]).is_ok());
+    }
+}

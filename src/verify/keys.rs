@@ -1,0 +1,455 @@
+//! Verification keys: JWK / JWKS / PEM parsing with the checks RFC 8725 §3.4 and the
+//! Wycheproof JWK vectors call for, and one algorithm bound to every key.
+
+use std::fmt;
+
+use base64::Engine;
+use jsonwebtoken::DecodingKey;
+use serde_json::{Map, Value};
+
+use super::algorithm::{Algorithm, Family};
+use crate::error::{ConfigError, ConfigErrorKind};
+
+#[cfg(feature = "aws_lc_rs")]
+use jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER as PROVIDER;
+#[cfg(all(feature = "rust_crypto", not(feature = "aws_lc_rs")))]
+use jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER as PROVIDER;
+#[cfg(not(any(feature = "aws_lc_rs", feature = "rust_crypto")))]
+compile_error!("tower-mcp-auth needs a signature backend: enable the `aws_lc_rs` or the `rust_crypto` feature");
+
+/// Strict base64url without padding, canonical trailing bits (RFC 7515 §2).
+pub(crate) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Most keys accepted from one JWKS document.
+pub(crate) const MAX_KEYS: usize = 100;
+const MIN_RSA_BITS: usize = 2048;
+const MAX_RSA_BITS: usize = 16384;
+
+/// A key bound to exactly one algorithm.
+#[derive(Clone)]
+pub(crate) struct VerifyingKey {
+    pub(crate) kid: Option<Box<str>>,
+    pub(crate) alg: Algorithm,
+    key: DecodingKey,
+}
+
+impl VerifyingKey {
+    /// Checks `signature` (base64url) over `message`.
+    pub(crate) fn verify(&self, message: &[u8], signature_b64: &str) -> bool {
+        let Ok(signature) = B64.decode(signature_b64) else { return false };
+        let Ok(verifier) = (PROVIDER.verifier_factory)(&self.alg.to_jwt(), &self.key) else { return false };
+        verifier.verify(message, &signature).is_ok()
+    }
+}
+
+/// A set of verification keys, each bound to one algorithm.
+///
+/// Build one from a JWKS document, a single JWK, or PEM; give it to
+/// [`Issuer::keys`](super::Issuer::keys). Keys that must not verify signatures are skipped:
+/// `oct` keys, `use` other than `sig`, `key_ops` without `verify`, RSA moduli under 2048 bits
+/// or public exponent 1, EC points off the curve, an `alg` that does not fit the key. Two keys
+/// with the same `kid` make that `kid` unusable.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+    ambiguous_kids: Vec<Box<str>>,
+}
+
+/// Result of looking a key up.
+pub(crate) enum Lookup<'a> {
+    Found(&'a VerifyingKey),
+    /// A `kid` this set does not hold: worth a refresh of a remote set.
+    UnknownKid,
+    /// No usable key, and a refresh would not help (wrong algorithm for the key, ambiguous kid,
+    /// no kid with several candidates).
+    Unusable,
+}
+
+impl KeySet {
+    /// Parses a JWKS document (`{"keys": [...]}`), keeping the usable keys.
+    pub fn from_jwks_json(json: &str) -> Result<Self, ConfigError> {
+        parse_jwks(json.as_bytes(), &Algorithm::ASYMMETRIC)
+            .map_err(|e| ConfigError::new(ConfigErrorKind::InvalidKey, format!("JWKS: {e}")))
+    }
+
+    /// Parses one JWK. Fails if the key is not usable for signature verification.
+    pub fn from_jwk_json(json: &str) -> Result<Self, ConfigError> {
+        let obj: Map<String, Value> = serde_json::from_str(json)
+            .map_err(|e| ConfigError::new(ConfigErrorKind::InvalidKey, format!("JWK: {e}")))?;
+        let key = parse_jwk(&obj, &Algorithm::ASYMMETRIC)
+            .map_err(|e| ConfigError::new(ConfigErrorKind::InvalidKey, format!("JWK: {e}")))?;
+        Ok(Self::from_keys(vec![key]))
+    }
+
+    /// A public key in PEM form (SPKI `PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`), used with
+    /// `alg` only, under an optional `kid`.
+    pub fn from_pem(pem: &[u8], alg: Algorithm, kid: Option<&str>) -> Result<Self, ConfigError> {
+        let bad = |what: &str| ConfigError::new(ConfigErrorKind::InvalidKey, format!("PEM key: {what}"));
+        let key = match alg.family() {
+            Family::Rsa => {
+                let der = DecodingKey::from_rsa_pem(pem).map_err(|_| bad("not an RSA public key"))?;
+                let der = der.try_get_as_bytes().map_err(|_| bad("not an RSA public key"))?;
+                let (n, e) = (PROVIDER.key_utils.rsa_pub_components_from_public_key)(der)
+                    .map_err(|_| bad("not an RSA public key"))?;
+                rsa_key(&n, &e).map_err(bad)?
+            }
+            Family::P256 | Family::P384 => {
+                let k = DecodingKey::from_ec_pem(pem).map_err(|_| bad("not an EC public key"))?;
+                let point = k.try_get_as_bytes().map_err(|_| bad("not an EC public key"))?;
+                check_ec_point(alg.family(), point).map_err(bad)?;
+                k
+            }
+            Family::Ed25519 => {
+                let k = DecodingKey::from_ed_pem(pem).map_err(|_| bad("not an Ed25519 public key"))?;
+                if k.try_get_as_bytes().map(<[u8]>::len).ok() != Some(32) {
+                    return Err(bad("not an Ed25519 public key"));
+                }
+                k
+            }
+            Family::Hmac => return Err(bad("HMAC keys are not PEM; use KeySet::dangerous_hmac_secret")),
+        };
+        Ok(Self::from_keys(vec![VerifyingKey { kid: kid.map(Into::into), alg, key }]))
+    }
+
+    /// A shared HMAC secret. Dangerous: anyone who can verify can also mint tokens, so use it
+    /// only for tokens your own service issues. The secret must be at least as long as the
+    /// hash (32, 48 or 64 bytes; RFC 8725 §3.5), and the algorithm must also be allowed on the
+    /// verifier.
+    pub fn dangerous_hmac_secret(secret: &[u8], alg: Algorithm, kid: Option<&str>) -> Result<Self, ConfigError> {
+        let min = match alg {
+            Algorithm::HS256 => 32,
+            Algorithm::HS384 => 48,
+            Algorithm::HS512 => 64,
+            _ => return Err(ConfigError::new(ConfigErrorKind::InvalidKey, "not an HMAC algorithm")),
+        };
+        if secret.len() < min {
+            return Err(ConfigError::new(
+                ConfigErrorKind::InvalidKey,
+                format!("{alg} secret must be at least {min} bytes"),
+            ));
+        }
+        Ok(Self::from_keys(vec![VerifyingKey {
+            kid: kid.map(Into::into),
+            alg,
+            key: DecodingKey::from_secret(secret),
+        }]))
+    }
+
+    /// Parses a JWKS document in which `oct` (HMAC) keys are also accepted, for verifiers that
+    /// explicitly allow HMAC algorithms. Dangerous for the same reason as
+    /// [`dangerous_hmac_secret`](Self::dangerous_hmac_secret).
+    pub fn dangerous_from_jwks_json_with_hmac(json: &str) -> Result<Self, ConfigError> {
+        let all = [Algorithm::ASYMMETRIC.as_slice(), &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]].concat();
+        parse_jwks(json.as_bytes(), &all).map_err(|e| ConfigError::new(ConfigErrorKind::InvalidKey, format!("JWKS: {e}")))
+    }
+
+    /// Adds the keys of `other`.
+    pub fn merge(mut self, other: KeySet) -> Self {
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.extend(other.keys);
+        let mut set = Self::from_keys(keys);
+        set.ambiguous_kids.extend(self.ambiguous_kids);
+        set.ambiguous_kids.extend(other.ambiguous_kids);
+        set
+    }
+
+    pub(crate) fn from_keys(keys: Vec<VerifyingKey>) -> Self {
+        let mut set = Self { keys: Vec::with_capacity(keys.len()), ambiguous_kids: Vec::new() };
+        for key in keys {
+            if let Some(kid) = &key.kid {
+                if set.ambiguous_kids.contains(kid) {
+                    continue;
+                }
+                if let Some(i) = set.keys.iter().position(|k| k.kid.as_deref() == Some(&**kid)) {
+                    set.keys.remove(i);
+                    set.ambiguous_kids.push(kid.clone());
+                    continue;
+                }
+            }
+            set.keys.push(key);
+        }
+        set
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set holds no usable key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The `kid`s of the usable keys.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().filter_map(|k| k.kid.as_deref())
+    }
+
+    pub(crate) fn algorithms(&self) -> impl Iterator<Item = Algorithm> + '_ {
+        self.keys.iter().map(|k| k.alg)
+    }
+
+    pub(crate) fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Lookup<'_> {
+        match kid {
+            Some(kid) => {
+                if self.ambiguous_kids.iter().any(|k| &**k == kid) {
+                    return Lookup::Unusable;
+                }
+                match self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
+                    Some(k) if k.alg == alg => Lookup::Found(k),
+                    Some(_) => Lookup::Unusable,
+                    None => Lookup::UnknownKid,
+                }
+            }
+            None => {
+                let mut candidates = self.keys.iter().filter(|k| k.alg == alg);
+                match (candidates.next(), candidates.next()) {
+                    (Some(k), None) => Lookup::Found(k),
+                    _ => Lookup::Unusable,
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|k| (k.kid.as_deref().unwrap_or("-"), k.alg.as_str())))
+            .finish()
+    }
+}
+
+/// Parses a JWKS document; fails on a document that is not one (so a cache keeps its last
+/// good keys), skips individual keys that are not usable.
+pub(crate) fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<KeySet, &'static str> {
+    let doc: Value = serde_json::from_slice(body).map_err(|_| "not JSON")?;
+    let keys = doc.get("keys").and_then(Value::as_array).ok_or("no \"keys\" array")?;
+    if keys.len() > MAX_KEYS {
+        return Err("too many keys");
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let Some(obj) = k.as_object() else { continue };
+        match parse_jwk(obj, allowed) {
+            Ok(key) => out.push(key),
+            Err(why) => tracing::debug!(why, "JWKS key skipped"),
+        }
+    }
+    Ok(KeySet::from_keys(out))
+}
+
+fn str_field<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, &'static str> {
+    match obj.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err("JWK member is not a string"),
+    }
+}
+
+fn b64_field(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, &'static str> {
+    let s = str_field(obj, name)?.ok_or("JWK member missing")?;
+    B64.decode(s).map_err(|_| "JWK member is not base64url")
+}
+
+/// Parses one JWK into a key bound to one algorithm from `allowed`.
+pub(crate) fn parse_jwk(obj: &Map<String, Value>, allowed: &[Algorithm]) -> Result<VerifyingKey, &'static str> {
+    let kty = str_field(obj, "kty")?.ok_or("no kty")?;
+    if let Some(u) = str_field(obj, "use")? {
+        if u != "sig" {
+            return Err("use is not sig");
+        }
+    }
+    if let Some(ops) = obj.get("key_ops") {
+        let ops = ops.as_array().ok_or("key_ops is not an array")?;
+        if !ops.iter().any(|o| o.as_str() == Some("verify")) {
+            return Err("key_ops does not allow verify");
+        }
+    }
+    let declared = match str_field(obj, "alg")? {
+        Some(a) => Some(Algorithm::from_name(a).ok_or("unsupported alg")?),
+        None => None,
+    };
+    let kid = str_field(obj, "kid")?.map(Into::into);
+
+    let (family, key) = match kty {
+        "RSA" => (Family::Rsa, rsa_key(&b64_field(obj, "n")?, &b64_field(obj, "e")?)?),
+        "EC" => {
+            let family = match str_field(obj, "crv")? {
+                Some("P-256") => Family::P256,
+                Some("P-384") => Family::P384,
+                _ => return Err("unsupported curve"),
+            };
+            let (x, y) = (b64_field(obj, "x")?, b64_field(obj, "y")?);
+            let mut point = Vec::with_capacity(1 + x.len() + y.len());
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            check_ec_point(family, &point)?;
+            // The uncompressed SEC1 point is what both backends read for EC keys.
+            (family, DecodingKey::from_ec_der(&point))
+        }
+        "OKP" => {
+            if str_field(obj, "crv")? != Some("Ed25519") {
+                return Err("unsupported curve");
+            }
+            let x = b64_field(obj, "x")?;
+            if x.len() != 32 {
+                return Err("Ed25519 key must be 32 bytes");
+            }
+            (Family::Ed25519, DecodingKey::from_ed_der(&x))
+        }
+        "oct" => {
+            let k = b64_field(obj, "k")?;
+            let alg = declared.ok_or("oct key without alg")?;
+            if !allowed.contains(&alg) || alg.family() != Family::Hmac {
+                return Err("HMAC key not allowed");
+            }
+            let min = match alg {
+                Algorithm::HS256 => 32,
+                Algorithm::HS384 => 48,
+                _ => 64,
+            };
+            if k.len() < min {
+                return Err("HMAC key too short");
+            }
+            (Family::Hmac, DecodingKey::from_secret(&k))
+        }
+        _ => return Err("unsupported kty"),
+    };
+
+    let alg = match declared {
+        Some(a) if a.family() == family => a,
+        Some(_) => return Err("alg does not fit the key"),
+        None => match family {
+            Family::Rsa => Algorithm::RS256,
+            Family::P256 => Algorithm::ES256,
+            Family::P384 => Algorithm::ES384,
+            Family::Ed25519 => Algorithm::EdDSA,
+            Family::Hmac => return Err("oct key without alg"),
+        },
+    };
+    if !allowed.contains(&alg) {
+        return Err("algorithm not allowed");
+    }
+    Ok(VerifyingKey { kid, alg, key })
+}
+
+fn rsa_key(n: &[u8], e: &[u8]) -> Result<DecodingKey, &'static str> {
+    let n = strip_zeros(n);
+    let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+    if bits < MIN_RSA_BITS {
+        return Err("RSA modulus under 2048 bits");
+    }
+    if bits > MAX_RSA_BITS {
+        return Err("RSA modulus too large");
+    }
+    let e = strip_zeros(e);
+    if e.is_empty() || e.len() > 4 {
+        return Err("RSA exponent out of range");
+    }
+    let e_val = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    if e_val < 3 || e_val % 2 == 0 {
+        return Err("RSA exponent must be odd and at least 3");
+    }
+    if n.last().is_none_or(|b| b % 2 == 0) {
+        return Err("RSA modulus must be odd");
+    }
+    Ok(DecodingKey::from_rsa_raw_components(n, e))
+}
+
+fn strip_zeros(b: &[u8]) -> &[u8] {
+    let first = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+    &b[first..]
+}
+
+fn check_ec_point(family: Family, point: &[u8]) -> Result<(), &'static str> {
+    let ok = match family {
+        Family::P256 => point.len() == 65 && p256::PublicKey::from_sec1_bytes(point).is_ok(),
+        Family::P384 => point.len() == 97 && p384::PublicKey::from_sec1_bytes(point).is_ok(),
+        _ => false,
+    };
+    if ok { Ok(()) } else { Err("EC point is not on the curve") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwk(v: Value) -> Result<VerifyingKey, &'static str> {
+        parse_jwk(v.as_object().unwrap(), &Algorithm::ASYMMETRIC)
+    }
+
+    // A P-256 point from RFC 7515 A.3.
+    const X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+    const Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+
+    #[test]
+    fn c13_ec_key_checks() {
+        assert!(jwk(serde_json::json!({"kty":"EC","crv":"P-256","x":X,"y":Y})).is_ok());
+        let k = jwk(serde_json::json!({"kty":"EC","crv":"P-256","x":X,"y":Y,"alg":"ES256","use":"sig"})).unwrap();
+        assert_eq!(k.alg, Algorithm::ES256);
+        // Off-curve: flip the last byte of y.
+        let mut y = B64.decode(Y).unwrap();
+        *y.last_mut().unwrap() ^= 1;
+        let y = B64.encode(y);
+        assert!(jwk(serde_json::json!({"kty":"EC","crv":"P-256","x":X,"y":y})).is_err());
+        assert!(jwk(serde_json::json!({"kty":"EC","crv":"P-256","x":X,"y":Y,"use":"enc"})).is_err());
+        assert!(jwk(serde_json::json!({"kty":"EC","crv":"P-256","x":X,"y":Y,"key_ops":["encrypt"]})).is_err());
+        assert!(jwk(serde_json::json!({"kty":"EC","crv":"P-256","x":X,"y":Y,"alg":"ES384"})).is_err());
+        assert!(jwk(serde_json::json!({"kty":"EC","crv":"P-256","x":X,"y":Y,"alg":"RS256"})).is_err());
+    }
+
+    #[test]
+    fn c12_oct_keys_ignored_and_duplicate_kids_unusable() {
+        let k = B64.encode([7u8; 32]);
+        let doc = serde_json::json!({"keys":[
+            {"kty":"oct","k":k,"alg":"HS256","kid":"h"},
+            {"kty":"EC","crv":"P-256","x":X,"y":Y,"kid":"dup"},
+            {"kty":"EC","crv":"P-256","x":X,"y":Y,"kid":"dup"},
+            {"kty":"EC","crv":"P-256","x":X,"y":Y,"kid":"one"},
+        ]});
+        let set = parse_jwks(doc.to_string().as_bytes(), &Algorithm::ASYMMETRIC).unwrap();
+        assert_eq!(set.kids().collect::<Vec<_>>(), ["one"]);
+        assert!(matches!(set.lookup(Some("dup"), Algorithm::ES256), Lookup::Unusable));
+        assert!(matches!(set.lookup(Some("h"), Algorithm::HS256), Lookup::UnknownKid));
+        assert!(matches!(set.lookup(Some("one"), Algorithm::ES256), Lookup::Found(_)));
+        assert!(matches!(set.lookup(Some("one"), Algorithm::RS256), Lookup::Unusable));
+    }
+
+    #[test]
+    fn c06_too_many_keys_and_bad_documents() {
+        let many: Vec<Value> =
+            (0..=MAX_KEYS).map(|i| serde_json::json!({"kty":"EC","crv":"P-256","x":X,"y":Y,"kid":i.to_string()})).collect();
+        assert!(parse_jwks(serde_json::json!({"keys": many}).to_string().as_bytes(), &Algorithm::ASYMMETRIC).is_err());
+        for bad in [&b"{}"[..], b"{\"keys\":\"x\"}", b"<html>", b"[]"] {
+            assert!(parse_jwks(bad, &Algorithm::ASYMMETRIC).is_err());
+        }
+        assert!(parse_jwks(b"{\"keys\":[]}", &Algorithm::ASYMMETRIC).unwrap().is_empty());
+    }
+
+    #[test]
+    fn c13_rsa_key_checks() {
+        let n2048 = {
+            let mut n = vec![0xC5u8; 256];
+            n[255] |= 1;
+            n
+        };
+        assert!(rsa_key(&n2048, &[1, 0, 1]).is_ok());
+        assert!(rsa_key(&n2048[..128], &[1, 0, 1]).is_err(), "1024-bit modulus");
+        assert!(rsa_key(&n2048, &[1]).is_err(), "e = 1");
+        assert!(rsa_key(&n2048, &[2]).is_err(), "even e");
+        let mut even = n2048.clone();
+        even[255] &= 0xFE;
+        assert!(rsa_key(&even, &[1, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn hmac_secret_length() {
+        assert!(KeySet::dangerous_hmac_secret(&[1; 31], Algorithm::HS256, None).is_err());
+        assert!(KeySet::dangerous_hmac_secret(&[1; 32], Algorithm::HS256, None).is_ok());
+        assert!(KeySet::dangerous_hmac_secret(&[1; 63], Algorithm::HS512, None).is_err());
+        assert!(KeySet::dangerous_hmac_secret(&[1; 64], Algorithm::RS256, None).is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! Token verification, independent of any HTTP framework.
+//!
+//! A [`TokenVerifier`] turns a [`BearerToken`] into an [`AccessToken`] or a [`VerifyError`].
+//! The crate ships:
+//!
+//! - [`JwtVerifier`]: signed JWT access tokens (RFC 9068, RFC 8725) with keys from PEM/JWK/JWKS,
+//!   a remote JWKS URL, or discovery from an issuer URL; several issuers per verifier.
+//! - [`IntrospectionVerifier`]: opaque tokens checked at an RFC 7662 introspection endpoint,
+//!   with a bounded cache.
+//! - [`verifier_fn`]: any async function.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::error::VerifyError;
+use crate::token::{AccessToken, BearerToken};
+
+mod algorithm;
+mod claims;
+mod http;
+mod introspect;
+mod jwks;
+mod jwt;
+mod keys;
+
+pub use algorithm::Algorithm;
+pub use introspect::{IntrospectionVerifier, IntrospectionVerifierBuilder};
+pub use jwt::{ClaimsMapper, Issuer, JwtFuture, JwtVerifier, JwtVerifierBuilder, ScopeClaim};
+pub use keys::KeySet;
+
+/// Checks bearer tokens.
+///
+/// Implementations must be cheap to clone (an `Arc` inside) when used with
+/// [`ClaimsExtractLayer`](crate::ClaimsExtractLayer), which keeps one clone per service.
+pub trait TokenVerifier: Send + Sync + 'static {
+    /// The verification future.
+    type Future: Future<Output = Result<AccessToken, VerifyError>> + Send + 'static;
+
+    /// Verifies `token`: `Ok` with the verified token, `Err` with
+    /// [`VerifyError::invalid_token`] (401) or [`VerifyError::unavailable`] (503).
+    fn verify(&self, token: &BearerToken) -> Self::Future;
+}
+
+/// A boxed verification future, for verifiers written as async functions.
+pub type BoxVerifyFuture = Pin<Box<dyn Future<Output = Result<AccessToken, VerifyError>> + Send + 'static>>;
+
+/// A [`TokenVerifier`] from a function returning a future.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tower_mcp_auth::{AccessToken, BearerToken, VerifyError};
+/// use tower_mcp_auth::verify::{TokenVerifier, verifier_fn};
+///
+/// let v = verifier_fn(|token: &BearerToken| {
+///     let ok = token.as_str() == "let-me-in";
+///     async move {
+///         if ok { Ok(AccessToken::builder("let-me-in").subject("tester").build()) }
+///         else { Err(VerifyError::invalid_token("unknown")) }
+///     }
+/// });
+/// assert!(v.verify(&BearerToken::new("nope").unwrap()).await.is_err());
+/// # }
+/// ```
+pub fn verifier_fn<F, Fut>(f: F) -> VerifierFn<F>
+where
+    F: Fn(&BearerToken) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<AccessToken, VerifyError>> + Send + 'static,
+{
+    VerifierFn { f: std::sync::Arc::new(f) }
+}
+
+/// See [`verifier_fn`].
+pub struct VerifierFn<F> {
+    f: std::sync::Arc<F>,
+}
+
+impl<F> Clone for VerifierFn<F> {
+    fn clone(&self) -> Self {
+        Self { f: self.f.clone() }
+    }
+}
+
+impl<F> std::fmt::Debug for VerifierFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerifierFn")
+    }
+}
+
+impl<F, Fut> TokenVerifier for VerifierFn<F>
+where
+    F: Fn(&BearerToken) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<AccessToken, VerifyError>> + Send + 'static,
+{
+    type Future = Fut;
+
+    fn verify(&self, token: &BearerToken) -> Fut {
+        (self.f)(token)
+    }
+}
