@@ -58,6 +58,7 @@
 //! - `tonic`: [`grpc::RequestExt`] to read the token from a `tonic::Request`.
 //!   ([`grpc::GrpcReject`] is always available.)
 
+#![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod bearer;
