@@ -97,3 +97,6 @@ where
         (self.f)(token)
     }
 }
+
+#[cfg(test)]
+mod wycheproof;
