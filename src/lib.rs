@@ -73,6 +73,7 @@ pub mod reject;
 pub mod resource;
 pub mod scope;
 pub mod scope_guard;
+pub mod session;
 pub mod token;
 pub mod verify;
 

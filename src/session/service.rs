@@ -1,0 +1,84 @@
+use std::task::{Context, Poll};
+
+use http::{Request, Response, StatusCode};
+use sha2::{Digest, Sha256};
+use tower_service::Service;
+
+use super::MCP_SESSION_ID;
+use super::future::ResponseFuture;
+use crate::token::AccessToken;
+
+pub(crate) type Principal = [u8; 32];
+pub(crate) type Bindings = moka::sync::Cache<Box<[u8]>, Principal>;
+
+/// Longest session id recorded.
+const MAX_SESSION_ID: usize = 256;
+
+/// Middleware that binds sessions to principals. Built by
+/// [`SessionBindingLayer`](super::SessionBindingLayer).
+#[derive(Clone)]
+pub struct SessionBinding<S> {
+    inner: S,
+    bindings: Bindings,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for SessionBinding<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionBinding").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl<S> SessionBinding<S> {
+    pub(crate) fn new(inner: S, bindings: Bindings) -> Self {
+        Self { inner, bindings }
+    }
+}
+
+fn principal(token: &AccessToken) -> Principal {
+    let mut h = Sha256::new();
+    for part in [token.issuer(), token.subject(), token.client_id()] {
+        let part = part.unwrap_or("");
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionBinding<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let who = req.extensions().get::<AccessToken>().map(principal);
+        if let Some(session) = req.headers().get(MCP_SESSION_ID) {
+            if let Some(owner) = self.bindings.get(session.as_bytes()) {
+                if who != Some(owner) {
+                    tracing::warn!("MCP session presented by another principal; refused");
+                    let mut res = Response::new(ResBody::default());
+                    *res.status_mut() = StatusCode::NOT_FOUND;
+                    return ResponseFuture::refused(res);
+                }
+            }
+        }
+        let record = who.map(|w| (self.bindings.clone(), w));
+        ResponseFuture::inner(self.inner.call(req), record)
+    }
+}
+
+pub(crate) fn record<B>(res: &Response<B>, bindings: &Bindings, who: Principal) {
+    if let Some(session) = res.headers().get(MCP_SESSION_ID) {
+        let id = session.as_bytes();
+        if !id.is_empty() && id.len() <= MAX_SESSION_ID && !bindings.contains_key(id) {
+            bindings.insert(id.into(), who);
+        }
+    }
+}
