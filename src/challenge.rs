@@ -352,11 +352,8 @@ impl Parser<'_> {
             }
             self.i += 1;
             self.skip_ows();
-            let value = if self.peek() == Some(b'"') {
-                self.quoted()?
-            } else {
-                self.token().ok_or_else(|| self.err())?
-            };
+            let value =
+                if self.peek() == Some(b'"') { self.quoted()? } else { self.token().ok_or_else(|| self.err())? };
             challenge.params.push((name, value));
             self.skip_ows();
             match self.peek() {

@@ -73,8 +73,7 @@ impl ManualClock {
     /// Moves both the wall clock and the monotonic clock forward.
     pub fn advance(&self, by: Duration) {
         self.unix.fetch_add(i64::try_from(by.as_secs()).unwrap_or(i64::MAX), Ordering::SeqCst);
-        self.mono_nanos
-            .fetch_add(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.mono_nanos.fetch_add(u64::try_from(by.as_nanos()).unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
     /// Sets the wall clock only (it may go backwards); monotonic time is untouched.

@@ -272,10 +272,7 @@ impl ScopeHierarchy {
             return false;
         }
         granted.iter().any(|g| {
-            self.closure
-                .iter()
-                .find(|(k, _)| k.as_str() == g)
-                .is_some_and(|(_, implied)| implied.contains(required))
+            self.closure.iter().find(|(k, _)| k.as_str() == g).is_some_and(|(_, implied)| implied.contains(required))
         })
     }
 

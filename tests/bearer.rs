@@ -16,9 +16,9 @@ use tower_mcp_auth::challenge;
 use tower_mcp_auth::verify::{Issuer, KeySet, verifier_fn};
 use tower_mcp_auth::{AccessToken, BearerToken, JwtVerifier, VerifyError};
 
-const MISSING: &str = r#"Bearer scope="mcp:read", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp""#;
-const INVALID_REQUEST: &str =
-    r#"Bearer error="invalid_request", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp""#;
+const MISSING: &str =
+    r#"Bearer scope="mcp:read", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp""#;
+const INVALID_REQUEST: &str = r#"Bearer error="invalid_request", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp""#;
 
 fn verifier(key: &TestKey) -> JwtVerifier {
     JwtVerifier::builder()
@@ -86,7 +86,15 @@ async fn a04_empty_token_is_400_invalid_request() {
 #[tokio::test]
 async fn a05_non_token68_is_400_and_never_echoed() {
     let (svc, _, _) = setup();
-    for v in ["Bearer a b", "Bearer a,b", "Bearer SECRET\"x", "Bearer SECRET\\x", "Bearer SECRET%41", "Bearer SECRET=x", "Bearer SECRET;x"] {
+    for v in [
+        "Bearer a b",
+        "Bearer a,b",
+        "Bearer SECRET\"x",
+        "Bearer SECRET\\x",
+        "Bearer SECRET%41",
+        "Bearer SECRET=x",
+        "Bearer SECRET;x",
+    ] {
         let res = send(&svc, req_with(&[v.as_bytes()])).await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{v}");
         assert_eq!(res.www_authenticate(), INVALID_REQUEST);
@@ -112,7 +120,9 @@ async fn a07_two_authorization_headers_are_400() {
     let (svc, token, seen) = setup();
     let other = TestKey::rs256_a().token(&with(claims(ISSUER, RESOURCE), json!({"sub": "user-2"})));
     let valid = format!("Bearer {token}");
-    for pair in [[valid.as_str(), "Bearer junk"], [valid.as_str(), &format!("Bearer {other}")], ["Bearer junk", valid.as_str()]] {
+    for pair in
+        [[valid.as_str(), "Bearer junk"], [valid.as_str(), &format!("Bearer {other}")], ["Bearer junk", valid.as_str()]]
+    {
         let res = send(&svc, req_with(&[pair[0].as_bytes(), pair[1].as_bytes()])).await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST);
         assert_eq!(res.www_authenticate(), INVALID_REQUEST);
@@ -243,7 +253,8 @@ async fn a14_host_headers_never_change_the_challenge() {
 async fn a18_sender_constrained_tokens_and_dpop_scheme() {
     let (svc, _, _) = setup();
     let key = TestKey::rs256_a();
-    let bound = key.token(&with(claims(ISSUER, RESOURCE), json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}})));
+    let bound = key
+        .token(&with(claims(ISSUER, RESOURCE), json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}})));
     let res = send(&svc, post(Some(&bound), "{}")).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert!(res.www_authenticate().starts_with(r#"Bearer error="invalid_token""#));

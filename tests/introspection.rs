@@ -79,10 +79,7 @@ async fn active_token_becomes_an_access_token() {
 #[tokio::test]
 async fn rejections() {
     let e = env().await;
-    let cases = [
-        ("inactive", json!({"active": false})),
-        ("active-string", json!({"active": "true", "aud": RESOURCE})),
-    ];
+    let cases = [("inactive", json!({"active": false})), ("active-string", json!({"active": "true", "aud": RESOURCE}))];
     for (token, response) in cases {
         e.answer(token, response);
         assert!(e.verify(token).await.unwrap_err().is_invalid_token(), "{token}");
@@ -173,11 +170,20 @@ async fn concurrent_requests_share_one_introspection() {
 #[tokio::test]
 async fn builder_fails_closed() {
     let idp = MockIdp::start().await;
-    assert!(IntrospectionVerifier::builder(idp.introspection_url()).audience(RESOURCE).build().is_err(), "no credentials");
-    assert!(IntrospectionVerifier::builder(idp.introspection_url()).client_credentials("a", "b").build().is_err(), "no audience");
-    assert!(IntrospectionVerifier::builder("http://idp.example.com/introspect")
-        .client_credentials("a", "b")
-        .audience(RESOURCE)
-        .build()
-        .is_err(), "http endpoint");
+    assert!(
+        IntrospectionVerifier::builder(idp.introspection_url()).audience(RESOURCE).build().is_err(),
+        "no credentials"
+    );
+    assert!(
+        IntrospectionVerifier::builder(idp.introspection_url()).client_credentials("a", "b").build().is_err(),
+        "no audience"
+    );
+    assert!(
+        IntrospectionVerifier::builder("http://idp.example.com/introspect")
+            .client_credentials("a", "b")
+            .audience(RESOURCE)
+            .build()
+            .is_err(),
+        "http endpoint"
+    );
 }

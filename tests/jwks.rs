@@ -220,7 +220,10 @@ async fn c09_random_kids_cause_at_most_one_fetch_per_cooldown() {
     let mut set = JoinSet::new();
     for i in 0..1000 {
         let v = v.clone();
-        let t = e.k1.sign(&json!({"alg": "RS256", "kid": format!("random-{i}-{}", support::rand_suffix())}), &claims(&e.idp.issuer, RESOURCE));
+        let t = e.k1.sign(
+            &json!({"alg": "RS256", "kid": format!("random-{i}-{}", support::rand_suffix())}),
+            &claims(&e.idp.issuer, RESOURCE),
+        );
         set.spawn(async move { verify(&v, &t).await });
     }
     while let Some(r) = set.join_next().await {
@@ -301,7 +304,8 @@ async fn c11_transport_failures_never_fall_back() {
 #[tokio::test]
 async fn c12_remote_oct_keys_ignored_and_duplicate_kid_unusable() {
     let e = env().await;
-    let oct = json!({"kty": "oct", "kid": "rs256-a", "alg": "HS256", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2U"});
+    let oct =
+        json!({"kty": "oct", "kid": "rs256-a", "alg": "HS256", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2U"});
     e.idp.set(|k| k.jwks = Jwks::Json(json!({"keys": [oct, e.k2.jwk, with(e.k2.jwk.clone(), json!({"kid": "dup"})), with(e.k1.jwk.clone(), json!({"kid": "dup"}))]})));
     let v = e.verifier();
     assert_invalid(verify(&v, &e.token(&e.k1)).await);

@@ -76,7 +76,9 @@ async fn b00_every_asymmetric_family_verifies() {
         let v = verifier_with(&[&k]);
         check(&v, &k.token(&claims(ISSUER, RESOURCE))).await.unwrap_or_else(|e| panic!("{}: {e:?}", k.kid));
         // PEM keys too.
-        let pem = KeySet::from_pem(&k.public_pem, Algorithm::from_name(k.jwk["alg"].as_str().unwrap()).unwrap(), Some(k.kid)).unwrap();
+        let pem =
+            KeySet::from_pem(&k.public_pem, Algorithm::from_name(k.jwk["alg"].as_str().unwrap()).unwrap(), Some(k.kid))
+                .unwrap();
         let v = JwtVerifier::builder().issuer(Issuer::with_keys(ISSUER, pem)).audience(RESOURCE).build().unwrap();
         check(&v, &k.token(&claims(ISSUER, RESOURCE))).await.unwrap();
     }
@@ -86,7 +88,12 @@ async fn b00_every_asymmetric_family_verifies() {
 async fn b01_alg_none() {
     let (_, v) = rsa();
     let body = b64(claims(ISSUER, RESOURCE).to_string());
-    for header in [json!({"alg": "none"}), json!({"alg": "none", "kid": "rs256-a"}), json!({"alg": "None"}), json!({"alg": "NONE"})] {
+    for header in [
+        json!({"alg": "none"}),
+        json!({"alg": "none", "kid": "rs256-a"}),
+        json!({"alg": "None"}),
+        json!({"alg": "NONE"}),
+    ] {
         assert_invalid(&v, &format!("{}.{body}.", b64(header.to_string())), "none, empty signature").await;
         assert_invalid(&v, &format!("{}.{body}.c2ln", b64(header.to_string())), "none, with signature").await;
     }
@@ -444,10 +451,7 @@ async fn b27_clock_skew() {
 async fn hmac_needs_the_dangerous_opt_in() {
     let secret = [9u8; 32];
     let keys = KeySet::dangerous_hmac_secret(&secret, Algorithm::HS256, Some("h")).unwrap();
-    let refused = JwtVerifier::builder()
-        .issuer(Issuer::with_keys(ISSUER, keys.clone()))
-        .audience(RESOURCE)
-        .build();
+    let refused = JwtVerifier::builder().issuer(Issuer::with_keys(ISSUER, keys.clone())).audience(RESOURCE).build();
     assert!(refused.is_err(), "an HMAC key without the opt-in must not build");
     let refused = JwtVerifier::builder()
         .issuer(Issuer::with_keys(ISSUER, keys.clone()))
@@ -470,18 +474,23 @@ async fn builders_fail_closed() {
     let k = keys(&[&TestKey::rs256_a()]);
     assert!(JwtVerifier::builder().issuer(Issuer::with_keys(ISSUER, k.clone())).build().is_err(), "no audience");
     assert!(JwtVerifier::builder().audience(RESOURCE).build().is_err(), "no issuer");
-    assert!(JwtVerifier::builder()
-        .issuer(Issuer::with_keys(ISSUER, k.clone()))
-        .audience(RESOURCE)
-        .leeway(Duration::from_secs(3600))
-        .build()
-        .is_err());
-    assert!(JwtVerifier::builder()
-        .issuer(Issuer::with_keys(ISSUER, k.clone()))
-        .audience(RESOURCE)
-        .algorithms([Algorithm::ES256])
-        .build()
-        .is_err(), "a key whose algorithm is not allowed");
+    assert!(
+        JwtVerifier::builder()
+            .issuer(Issuer::with_keys(ISSUER, k.clone()))
+            .audience(RESOURCE)
+            .leeway(Duration::from_secs(3600))
+            .build()
+            .is_err()
+    );
+    assert!(
+        JwtVerifier::builder()
+            .issuer(Issuer::with_keys(ISSUER, k.clone()))
+            .audience(RESOURCE)
+            .algorithms([Algorithm::ES256])
+            .build()
+            .is_err(),
+        "a key whose algorithm is not allowed"
+    );
     assert!(JwtVerifier::from_issuer("http://idp.example.com", RESOURCE).is_err(), "http issuer");
     assert!(JwtVerifier::from_issuer("http://127.0.0.1:9", RESOURCE).is_ok(), "loopback http is allowed");
     assert!(KeySet::from_pem(&TestKey::rsa1024().public_pem, Algorithm::RS256, None).is_err(), "RSA 1024");
@@ -507,7 +516,10 @@ async fn scope_claims_and_mapping_hook() {
         })
         .build()
         .unwrap();
-    let c = with(claims(ISSUER, RESOURCE), json!({"scope": null, "scp": ["mcp:read", "mcp:write"], "upstream": {"email": "a@example.com"}}));
+    let c = with(
+        claims(ISSUER, RESOURCE),
+        json!({"scope": null, "scp": ["mcp:read", "mcp:write"], "upstream": {"email": "a@example.com"}}),
+    );
     let t = check(&v, &k.token(&c)).await.unwrap();
     assert!(t.scopes().contains("mcp:write"));
     assert_eq!(t.upstream_claims().unwrap()["email"], "a@example.com");

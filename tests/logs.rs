@@ -66,7 +66,8 @@ async fn l01_no_token_in_trace_logs() {
     }
     // Opaque tokens sent to an introspection endpoint, and the verifier's own client secret.
     idp.set(|k| {
-        k.introspection.insert("opaque-secret-1".into(), json!({"active": true, "aud": RESOURCE, "exp": support::now() + 60}));
+        k.introspection
+            .insert("opaque-secret-1".into(), json!({"active": true, "aud": RESOURCE, "exp": support::now() + 60}));
     });
     let iv = IntrospectionVerifier::builder(idp.introspection_url())
         .client_credentials("rs", "client-secret-value-42")
@@ -79,7 +80,8 @@ async fn l01_no_token_in_trace_logs() {
 
     let text = logs.text();
     assert!(text.contains("TRACE") || text.contains("DEBUG"), "the capture works");
-    for s in secrets.iter().map(String::as_str).chain(["opaque-secret-1", "opaque-secret-2", "client-secret-value-42"]) {
+    for s in secrets.iter().map(String::as_str).chain(["opaque-secret-1", "opaque-secret-2", "client-secret-value-42"])
+    {
         assert!(!text.contains(s), "a secret reached the logs");
         // Not even the signature part alone.
         if let Some((_, sig)) = s.rsplit_once('.') {
@@ -92,7 +94,13 @@ async fn l01_no_token_in_trace_logs() {
 async fn l02_error_responses_carry_no_internal_detail() {
     let _ = logs();
     let idp = MockIdp::start().await;
-    idp.set(|k| k.jwks = Jwks::Raw { status: 500, content_type: "text/plain", body: Bytes::from_static(b"db error at 10.1.2.3: stack trace") });
+    idp.set(|k| {
+        k.jwks = Jwks::Raw {
+            status: 500,
+            content_type: "text/plain",
+            body: Bytes::from_static(b"db error at 10.1.2.3: stack trace"),
+        }
+    });
     let key = TestKey::rs256_a();
     let v = JwtVerifier::builder()
         .issuer(Issuer::with_jwks_url(idp.issuer.clone(), idp.jwks_url()))

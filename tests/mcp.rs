@@ -132,7 +132,9 @@ impl Server {
         let text = res.text().await.unwrap();
         // JSON, or an SSE stream whose data lines carry the JSON-RPC reply.
         let body = serde_json::from_str(&text).ok().or_else(|| {
-            text.lines().filter_map(|l| l.strip_prefix("data:")).find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+            text.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
         });
         Reply { status, session, headers, body }
     }
@@ -144,7 +146,8 @@ impl Server {
         let r = self.rpc(token, None, init, &[]).await;
         assert_eq!(r.status, 200, "initialize");
         let session = r.session.expect("session id");
-        let r = self.rpc(token, Some(&session), json!({"jsonrpc":"2.0","method":"notifications/initialized"}), &[]).await;
+        let r =
+            self.rpc(token, Some(&session), json!({"jsonrpc":"2.0","method":"notifications/initialized"}), &[]).await;
         assert!(r.status == 202 || r.status == 200, "initialized: {}", r.status);
         session
     }
@@ -219,6 +222,7 @@ async fn a15_a16_origin_and_host_checks_behind_the_auth_layers() {
     let r = s.rpc(&t, None, init.clone(), &[("host", "attacker.example")]).await;
     assert!(r.status == 403 || r.status == 421, "A16: rebinding Host, got {}", r.status);
     // Authentication still comes first: without a token the answer is the 401 challenge.
-    let res = s.http.post(format!("http://{}/mcp", s.addr)).header("origin", "https://evil.example").send().await.unwrap();
+    let res =
+        s.http.post(format!("http://{}/mcp", s.addr)).header("origin", "https://evil.example").send().await.unwrap();
     assert_eq!(res.status(), 401);
 }

@@ -18,7 +18,12 @@ fn resource(serve_root: bool) -> ProtectedResource {
         .unwrap()
 }
 
-async fn call(svc: &ProtectedResourceMetadata, method: Method, path: &str, headers: &[(&str, &str)]) -> (StatusCode, http::HeaderMap, Bytes) {
+async fn call(
+    svc: &ProtectedResourceMetadata,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, Bytes) {
     let mut b = Request::builder().method(method).uri(path);
     for (k, v) in headers {
         b = b.header(*k, *v);
@@ -32,7 +37,10 @@ async fn call(svc: &ProtectedResourceMetadata, method: Method, path: &str, heade
 async fn g07_document_at_path_inserted_and_root_paths() {
     let r = resource(true);
     let svc = ProtectedResourceMetadata::new(r.clone());
-    assert_eq!(r.metadata_paths().collect::<Vec<_>>(), ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"]);
+    assert_eq!(
+        r.metadata_paths().collect::<Vec<_>>(),
+        ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"]
+    );
     for path in r.metadata_paths() {
         let (status, headers, body) = call(&svc, Method::GET, path, &[]).await;
         assert_eq!(status, StatusCode::OK, "{path}");
@@ -73,7 +81,11 @@ async fn cors_for_browser_clients() {
         &svc,
         Method::OPTIONS,
         path,
-        &[("origin", "https://app.example"), ("access-control-request-method", "GET"), ("access-control-request-headers", "mcp-protocol-version")],
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "GET"),
+            ("access-control-request-headers", "mcp-protocol-version"),
+        ],
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -114,14 +126,18 @@ async fn canonical_resource_and_challenge() {
         r.missing_token_challenge(),
         r#"Bearer scope="mcp:read", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp""#
     );
-    assert!(ProtectedResource::builder("https://x/mcp")
-        .authorization_server("https://as")
-        .scopes_supported(["offline_access"])
-        .build()
-        .is_err());
-    assert!(ProtectedResource::builder("https://x/mcp")
-        .authorization_server("https://as")
-        .challenge_scopes(["bad scope"])
-        .build()
-        .is_err());
+    assert!(
+        ProtectedResource::builder("https://x/mcp")
+            .authorization_server("https://as")
+            .scopes_supported(["offline_access"])
+            .build()
+            .is_err()
+    );
+    assert!(
+        ProtectedResource::builder("https://x/mcp")
+            .authorization_server("https://as")
+            .challenge_scopes(["bad scope"])
+            .build()
+            .is_err()
+    );
 }

@@ -83,7 +83,8 @@ async fn d05_only_spaces_separate_scopes() {
 #[tokio::test]
 async fn d06_scope_claim_conflicts_are_401() {
     let (svc, _) = guarded(write_policy());
-    let t = TestKey::rs256_a().token(&with(claims(ISSUER, RESOURCE), json!({"scope": "mcp:write", "scp": ["mcp:admin"]})));
+    let t =
+        TestKey::rs256_a().token(&with(claims(ISSUER, RESOURCE), json!({"scope": "mcp:write", "scp": ["mcp:admin"]})));
     assert_eq!(send(&svc, post(Some(&t), "{}")).await.status, StatusCode::UNAUTHORIZED);
     let t = TestKey::rs256_a().token(&with(claims(ISSUER, RESOURCE), json!({"scope": ["mcp:write"]})));
     assert_eq!(send(&svc, post(Some(&t), "{}")).await.status, StatusCode::UNAUTHORIZED);
@@ -146,7 +147,10 @@ async fn mcp_tool_rules_and_body_handed_on_intact() {
     let prompt = json!({"jsonrpc":"2.0","id":4,"method":"prompts/get","params":{"name":"deploy"}}).to_string();
     assert_eq!(send(&svc, post(Some(&token("mcp:read")), &prompt)).await.status, StatusCode::FORBIDDEN);
     // GET (SSE stream) and DELETE carry no body: base requirement only.
-    let get = Request::get("/mcp").header("authorization", format!("Bearer {}", token(""))).body(Full::new(Bytes::new())).unwrap();
+    let get = Request::get("/mcp")
+        .header("authorization", format!("Bearer {}", token("")))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     assert_eq!(send(&svc, get).await.status, StatusCode::OK);
 }
 
@@ -260,7 +264,8 @@ async fn d08_d09_path_tricks_never_reach_a_guarded_route() {
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     // The guard does work on the real path, and the unguarded route stays open.
     let admin_token = token("mcp:admin");
-    let ok = Request::get("/admin").header("authorization", format!("Bearer {admin_token}")).body(Body::empty()).unwrap();
+    let ok =
+        Request::get("/admin").header("authorization", format!("Bearer {admin_token}")).body(Body::empty()).unwrap();
     assert_eq!(app.clone().oneshot(ok).await.unwrap().status(), StatusCode::OK);
     assert_eq!(app.clone().oneshot(request("/public", &[])).await.unwrap().status(), StatusCode::OK);
     assert_eq!(hits.load(Ordering::SeqCst), 1);

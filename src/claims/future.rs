@@ -42,7 +42,13 @@ impl<VF, S, ReqBody, ResBody, R> ResponseFuture<VF, S, ReqBody, ResBody, R>
 where
     S: Service<Request<ReqBody>>,
 {
-    pub(crate) fn verifying(verify: VF, inner: S, req: Request<ReqBody>, resource: ProtectedResource, reject: R) -> Self {
+    pub(crate) fn verifying(
+        verify: VF,
+        inner: S,
+        req: Request<ReqBody>,
+        resource: ProtectedResource,
+        reject: R,
+    ) -> Self {
         Self { state: State::Verifying { verify, inner: Some(inner), req: Some(req), resource, reject } }
     }
 
@@ -83,7 +89,11 @@ where
                             this.state.set(State::Calling { future });
                         }
                         Err(error) => {
-                            tracing::debug!(reason = error.reason(), unavailable = error.is_unavailable(), "token rejected");
+                            tracing::debug!(
+                                reason = error.reason(),
+                                unavailable = error.is_unavailable(),
+                                "token rejected"
+                            );
                             let rejection = rejection_for(&error, resource);
                             return Poll::Ready(Ok(respond(reject, &rejection)));
                         }

@@ -50,7 +50,14 @@ where
 {
     pub(crate) fn reading(body: ReqBody, parts: Parts, inner: S, shared: Arc<Shared>, reject: R) -> Self {
         Self {
-            state: State::Reading { body, buf: BytesMut::new(), parts: Some(parts), inner: Some(inner), shared, reject },
+            state: State::Reading {
+                body,
+                buf: BytesMut::new(),
+                parts: Some(parts),
+                inner: Some(inner),
+                shared,
+                reject,
+            },
         }
     }
 
@@ -65,7 +72,10 @@ where
 
 fn decide(parts: &Parts, body: &Bytes, shared: &Shared) -> Result<(), Rejection> {
     let Some(token) = parts.extensions.get::<AccessToken>() else {
-        return Err(Rejection::new(RejectionKind::MissingToken, Some(shared.resource.missing_token_challenge().clone())));
+        return Err(Rejection::new(
+            RejectionKind::MissingToken,
+            Some(shared.resource.missing_token_challenge().clone()),
+        ));
     };
     let calls = calls(body, &parts.headers).map_err(|e| match e {
         BodyError::Malformed => {

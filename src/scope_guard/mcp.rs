@@ -79,15 +79,15 @@ pub(crate) fn calls<'a>(body: &'a [u8], headers: &HeaderMap) -> Result<Vec<Call<
     let name_header = header(MCP_NAME)?;
     if method_header.is_some() || name_header.is_some() {
         let [only] = calls.as_slice() else { return Err(BodyError::HeaderMismatch) };
-        if let Some(m) = method_header {
-            if only.method.as_deref() != Some(m) {
-                return Err(BodyError::HeaderMismatch);
-            }
+        if let Some(m) = method_header
+            && only.method.as_deref() != Some(m)
+        {
+            return Err(BodyError::HeaderMismatch);
         }
-        if let Some(n) = name_header {
-            if only.name.as_deref() != Some(n) {
-                return Err(BodyError::HeaderMismatch);
-            }
+        if let Some(n) = name_header
+            && only.name.as_deref() != Some(n)
+        {
+            return Err(BodyError::HeaderMismatch);
         }
     }
     Ok(calls)
@@ -99,7 +99,10 @@ mod tests {
 
     use super::*;
 
-    fn names(body: &str, headers: &[(&'static str, &'static str)]) -> Result<Vec<(Option<String>, Option<String>)>, BodyError> {
+    fn names(
+        body: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> Result<Vec<(Option<String>, Option<String>)>, BodyError> {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
             h.append(*k, HeaderValue::from_static(v));
@@ -111,9 +114,14 @@ mod tests {
 
     #[test]
     fn reads_tool_calls_and_batches() {
-        let one = names(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_ping","arguments":{}}}"#, &[]).unwrap();
+        let one = names(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_ping","arguments":{}}}"#,
+            &[],
+        )
+        .unwrap();
         assert_eq!(one, [(Some("tools/call".into()), Some("admin_ping".into()))]);
-        let batch = names(r#"[{"method":"tools/list"},{"method":"resources/read","params":{"uri":"file:///x"}}]"#, &[]).unwrap();
+        let batch = names(r#"[{"method":"tools/list"},{"method":"resources/read","params":{"uri":"file:///x"}}]"#, &[])
+            .unwrap();
         assert_eq!(batch[1], (Some("resources/read".into()), Some("file:///x".into())));
         assert_eq!(names("", &[]).unwrap(), []);
         let escaped = names(r#"{"method":"tools\/call","params":{"name":"admin_\u0070ing"}}"#, &[]).unwrap();
@@ -141,7 +149,10 @@ mod tests {
         assert!(names(body, &[("mcp-method", "tools/call"), ("mcp-name", "admin_ping")]).is_ok());
         assert_eq!(names(body, &[("mcp-method", "tools/list")]), Err(BodyError::HeaderMismatch));
         assert_eq!(names(body, &[("mcp-name", "echo")]), Err(BodyError::HeaderMismatch));
-        assert_eq!(names(body, &[("mcp-method", "tools/call"), ("mcp-method", "tools/call")]), Err(BodyError::HeaderMismatch));
+        assert_eq!(
+            names(body, &[("mcp-method", "tools/call"), ("mcp-method", "tools/call")]),
+            Err(BodyError::HeaderMismatch)
+        );
         assert_eq!(names("[]", &[("mcp-method", "tools/list")]), Err(BodyError::HeaderMismatch));
     }
 }

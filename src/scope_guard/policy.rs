@@ -185,10 +185,10 @@ impl ScopePolicy {
         let mut needed: Vec<&Scope> = Vec::new();
         for clause in rules.flat_map(|r| r.clauses.iter()) {
             let pick = clause.iter().find(|s| self.hierarchy.satisfies(granted, s)).or_else(|| clause.first());
-            if let Some(s) = pick {
-                if !needed.contains(&s) {
-                    needed.push(s);
-                }
+            if let Some(s) = pick
+                && !needed.contains(&s)
+            {
+                needed.push(s);
             }
         }
         Err(resource.insufficient_scope_challenge(needed))

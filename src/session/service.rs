@@ -59,15 +59,14 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let who = req.extensions().get::<AccessToken>().map(principal);
-        if let Some(session) = req.headers().get(MCP_SESSION_ID) {
-            if let Some(owner) = self.bindings.get(session.as_bytes()) {
-                if who != Some(owner) {
-                    tracing::warn!("MCP session presented by another principal; refused");
-                    let mut res = Response::new(ResBody::default());
-                    *res.status_mut() = StatusCode::NOT_FOUND;
-                    return ResponseFuture::refused(res);
-                }
-            }
+        if let Some(session) = req.headers().get(MCP_SESSION_ID)
+            && let Some(owner) = self.bindings.get(session.as_bytes())
+            && who != Some(owner)
+        {
+            tracing::warn!("MCP session presented by another principal; refused");
+            let mut res = Response::new(ResBody::default());
+            *res.status_mut() = StatusCode::NOT_FOUND;
+            return ResponseFuture::refused(res);
         }
         let record = who.map(|w| (self.bindings.clone(), w));
         ResponseFuture::inner(self.inner.call(req), record)

@@ -182,7 +182,14 @@ mod tests {
         assert!(audience(&m(json!(r)), r).is_ok());
         assert!(audience(&m(json!([r, "https://other"])), r).is_ok());
         assert!(audience(&m(json!("HTTPS://MCP.EXAMPLE.COM/mcp")), r).is_ok());
-        for bad in [json!("https://other/mcp"), json!(format!("{r}/")), json!([]), json!(42), json!({}), json!("https://mcp.example.com/MCP")] {
+        for bad in [
+            json!("https://other/mcp"),
+            json!(format!("{r}/")),
+            json!([]),
+            json!(42),
+            json!({}),
+            json!("https://mcp.example.com/MCP"),
+        ] {
             assert!(audience(&m(bad.clone()), r).is_err(), "{bad}");
         }
         assert!(audience(&Map::new(), r).is_err(), "B14: aud required");

@@ -78,9 +78,8 @@ impl HttpClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let client = builder
-            .build()
-            .map_err(|e| ConfigError::new(ConfigErrorKind::Invalid, format!("HTTP client: {e}")))?;
+        let client =
+            builder.build().map_err(|e| ConfigError::new(ConfigErrorKind::Invalid, format!("HTTP client: {e}")))?;
         Ok(Self { client, max_bytes: opts.max_bytes, allow_http: opts.allow_http })
     }
 
@@ -162,10 +161,10 @@ pub(crate) fn max_age(headers: &HeaderMap) -> Option<Duration> {
             if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
                 return Some(Duration::ZERO);
             }
-            if name.eq_ignore_ascii_case("max-age") {
-                if let Some(secs) = arg.map(|a| a.trim_matches('"')).and_then(|a| a.parse::<u64>().ok()) {
-                    out = Some(Duration::from_secs(secs));
-                }
+            if name.eq_ignore_ascii_case("max-age")
+                && let Some(secs) = arg.map(|a| a.trim_matches('"')).and_then(|a| a.parse::<u64>().ok())
+            {
+                out = Some(Duration::from_secs(secs));
             }
         }
     }

@@ -283,10 +283,10 @@ impl Inner {
         if claims::optional_date(&response, "nbf")?.is_some_and(|nbf| nbf > now) {
             return Err(VerifyError::invalid_token("not yet valid"));
         }
-        if let Some(t) = claims::optional_str(&response, "token_type")? {
-            if t.eq_ignore_ascii_case("refresh_token") {
-                return Err(VerifyError::invalid_token("not an access token"));
-            }
+        if let Some(t) = claims::optional_str(&response, "token_type")?
+            && t.eq_ignore_ascii_case("refresh_token")
+        {
+            return Err(VerifyError::invalid_token("not an access token"));
         }
         let audience = match &self.audience {
             Some(aud) => claims::audience(&response, aud)?,
@@ -298,10 +298,10 @@ impl Inner {
             },
         };
         let issuer = claims::optional_str(&response, "iss")?;
-        if let Some(expected) = &self.issuer {
-            if issuer != Some(expected.as_str()) {
-                return Err(VerifyError::invalid_token("issuer"));
-            }
+        if let Some(expected) = &self.issuer
+            && issuer != Some(expected.as_str())
+        {
+            return Err(VerifyError::invalid_token("issuer"));
         }
         if response.contains_key("cnf") {
             return Err(VerifyError::invalid_token("sender-constrained token"));

@@ -133,7 +133,11 @@ impl RemoteKeys {
     ) -> KeyState<'a> {
         let now = self.clock.monotonic();
         let Some(expires_at) = snap.expires_at else {
-            return if may_refresh { KeyState::Refresh(Reason::Stale) } else { KeyState::Unavailable(self.retry_after(now)) };
+            return if may_refresh {
+                KeyState::Refresh(Reason::Stale)
+            } else {
+                KeyState::Unavailable(self.retry_after(now))
+            };
         };
         if now >= expires_at {
             if may_refresh {
@@ -148,7 +152,11 @@ impl RemoteKeys {
             Lookup::Unusable => KeyState::Invalid("no usable key for kid and alg"),
             Lookup::UnknownKid => {
                 let cooled = self.since_last_attempt(now).is_none_or(|d| d >= self.cfg.refresh_cooldown);
-                if may_refresh && cooled { KeyState::Refresh(Reason::UnknownKid) } else { KeyState::Invalid("unknown kid") }
+                if may_refresh && cooled {
+                    KeyState::Refresh(Reason::UnknownKid)
+                } else {
+                    KeyState::Invalid("unknown kid")
+                }
             }
         }
     }

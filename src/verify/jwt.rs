@@ -15,8 +15,8 @@ use url::Url;
 
 use super::BoxVerifyFuture;
 use super::algorithm::Algorithm;
-use super::claims::{self, parse_object};
 pub use super::claims::ScopeClaim;
+use super::claims::{self, parse_object};
 use super::http::{HttpClient, HttpOptions, url_allowed};
 use super::jwks::{JwksConfig, KeyState, Reason, RemoteKeys, Source};
 use super::keys::{B64, KeySet, Lookup, VerifyingKey};
@@ -423,6 +423,13 @@ struct Header<'a> {
     zip: Option<IgnoredAny>,
 }
 
+/// The header fields verification uses, after the checks.
+struct CheckedHeader<'a> {
+    alg: Algorithm,
+    kid: Option<std::borrow::Cow<'a, str>>,
+    typ: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// The three parts of a compact JWS.
 pub(crate) struct Compact<'a> {
     pub(crate) header: &'a str,
@@ -453,8 +460,8 @@ pub(crate) struct VerifiedJws {
 }
 
 impl Inner {
-    /// Checks the header of a compact JWS and returns its algorithm and `kid`.
-    fn header<'b>(&self, header_bytes: &'b [u8]) -> Result<(Algorithm, Option<std::borrow::Cow<'b, str>>, Option<std::borrow::Cow<'b, str>>), VerifyError> {
+    /// Checks the header of a compact JWS and returns what verification needs from it.
+    fn header<'b>(&self, header_bytes: &'b [u8]) -> Result<CheckedHeader<'b>, VerifyError> {
         let header: Header<'b> =
             serde_json::from_slice(header_bytes).map_err(|_| VerifyError::invalid_token("header"))?;
         if header.crit.is_some() || header.b64.is_some() {
@@ -466,7 +473,7 @@ impl Inner {
         let alg = Algorithm::from_name(&header.alg)
             .filter(|a| self.algorithms.contains(a))
             .ok_or(VerifyError::invalid_token("algorithm not allowed"))?;
-        Ok((alg, header.kid, header.typ))
+        Ok(CheckedHeader { alg, kid: header.kid, typ: header.typ })
     }
 
     fn typ_ok(&self, typ: Option<&str>) -> bool {
@@ -487,7 +494,7 @@ impl Inner {
         let Ok(header_bytes) = B64.decode(jws.header) else {
             return Step::Done(Err(VerifyError::invalid_token("header encoding")));
         };
-        let (alg, kid, typ) = match self.header(&header_bytes) {
+        let CheckedHeader { alg, kid, typ } = match self.header(&header_bytes) {
             Ok(h) => h,
             Err(e) => return Step::Done(Err(e)),
         };
@@ -501,10 +508,8 @@ impl Inner {
             Ok(c) => c,
             Err(e) => return Step::Done(Err(e)),
         };
-        let Some(entry) = claims
-            .get("iss")
-            .and_then(Value::as_str)
-            .and_then(|iss| self.issuers.iter().find(|e| e.issuer == iss))
+        let Some(entry) =
+            claims.get("iss").and_then(Value::as_str).and_then(|iss| self.issuers.iter().find(|e| e.issuer == iss))
         else {
             return Step::Done(Err(VerifyError::invalid_token("issuer")));
         };
@@ -547,10 +552,10 @@ impl Inner {
         if now >= exp.saturating_add(self.leeway) {
             return Err(VerifyError::invalid_token("expired"));
         }
-        if let Some(nbf) = claims::optional_date(&claims, "nbf")? {
-            if nbf > now.saturating_add(self.leeway) {
-                return Err(VerifyError::invalid_token("not yet valid"));
-            }
+        if let Some(nbf) = claims::optional_date(&claims, "nbf")?
+            && nbf > now.saturating_add(self.leeway)
+        {
+            return Err(VerifyError::invalid_token("not yet valid"));
         }
         let iat = claims::optional_date(&claims, "iat")?;
         if iat.is_some_and(|iat| iat > now.saturating_add(self.leeway)) {
@@ -592,7 +597,7 @@ impl Inner {
     pub(crate) fn verify_signature_only(&self, raw: &str) -> Result<VerifiedJws, VerifyError> {
         let jws = split(raw)?;
         let header_bytes = B64.decode(jws.header).map_err(|_| VerifyError::invalid_token("header encoding"))?;
-        let (alg, kid, _) = self.header(&header_bytes)?;
+        let CheckedHeader { alg, kid, .. } = self.header(&header_bytes)?;
         let payload = B64.decode(jws.payload).map_err(|_| VerifyError::invalid_token("payload encoding"))?;
         let Some(IssuerEntry { keys: Keys::Static(set), .. }) = self.issuers.first() else {
             return Err(VerifyError::invalid_token("no static keys"));

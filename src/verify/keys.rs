@@ -128,11 +128,7 @@ impl KeySet {
                 format!("{alg} secret must be at least {min} bytes"),
             ));
         }
-        Ok(Self::from_keys(vec![VerifyingKey {
-            kid: kid.map(Into::into),
-            alg,
-            key: DecodingKey::from_secret(secret),
-        }]))
+        Ok(Self::from_keys(vec![VerifyingKey { kid: kid.map(Into::into), alg, key: DecodingKey::from_secret(secret) }]))
     }
 
     /// Parses a JWKS document of shared HMAC secrets (`oct` keys, each with an `HS*` `alg` and
@@ -243,9 +239,7 @@ impl KeySet {
 
 impl fmt::Debug for KeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.keys.iter().map(|k| (k.kid.as_deref().unwrap_or("-"), k.alg.as_str())))
-            .finish()
+        f.debug_list().entries(self.keys.iter().map(|k| (k.kid.as_deref().unwrap_or("-"), k.alg.as_str()))).finish()
     }
 }
 
@@ -284,10 +278,10 @@ fn b64_field(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, &'static s
 /// Parses one JWK into a key bound to one algorithm from `allowed`.
 pub(crate) fn parse_jwk(obj: &Map<String, Value>, allowed: &[Algorithm]) -> Result<VerifyingKey, &'static str> {
     let kty = str_field(obj, "kty")?.ok_or("no kty")?;
-    if let Some(u) = str_field(obj, "use")? {
-        if u != "sig" {
-            return Err("use is not sig");
-        }
+    if let Some(u) = str_field(obj, "use")?
+        && u != "sig"
+    {
+        return Err("use is not sig");
     }
     if let Some(ops) = obj.get("key_ops") {
         let ops = ops.as_array().ok_or("key_ops is not an array")?;
@@ -477,8 +471,9 @@ mod tests {
 
     #[test]
     fn c06_too_many_keys_and_bad_documents() {
-        let many: Vec<Value> =
-            (0..=MAX_KEYS).map(|i| serde_json::json!({"kty":"EC","crv":"P-256","x":X,"y":Y,"kid":i.to_string()})).collect();
+        let many: Vec<Value> = (0..=MAX_KEYS)
+            .map(|i| serde_json::json!({"kty":"EC","crv":"P-256","x":X,"y":Y,"kid":i.to_string()}))
+            .collect();
         assert!(parse_jwks(serde_json::json!({"keys": many}).to_string().as_bytes(), &Algorithm::ASYMMETRIC).is_err());
         for bad in [&b"{}"[..], b"{\"keys\":\"x\"}", b"<html>", b"[]"] {
             assert!(parse_jwks(bad, &Algorithm::ASYMMETRIC).is_err());

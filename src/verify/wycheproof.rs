@@ -20,7 +20,10 @@ fn all_algorithms() -> Vec<Algorithm> {
 
 /// Valid vectors this crate rejects on purpose.
 const STRICTER: &[(u64, &str)] = &[
-    (346, "RFC 7520 figure 20 signs with PS384 under a key whose JWK says alg PS256: a key is used with its declared algorithm only (RFC 8725 §3.1, catalogue B03)"),
+    (
+        346,
+        "RFC 7520 figure 20 signs with PS384 under a key whose JWK says alg PS256: a key is used with its declared algorithm only (RFC 8725 §3.1, catalogue B03)",
+    ),
     (350, "same as 346, with key_ops"),
     (372, "'?' inside the header segment: only the base64url alphabet is accepted (RFC 7515 §2)"),
     (373, "'?' inside the payload segment: only the base64url alphabet is accepted (RFC 7515 §2)"),
@@ -57,9 +60,11 @@ fn header_alg(jws: &str) -> String {
 }
 
 fn jws_of(doc: &Value, id: u64) -> Option<&str> {
-    doc["testGroups"].as_array()?.iter().flat_map(|g| g["tests"].as_array().into_iter().flatten()).find_map(|t| {
-        (t["tcId"].as_u64() == Some(id)).then(|| t["jws"].as_str()).flatten()
-    })
+    doc["testGroups"]
+        .as_array()?
+        .iter()
+        .flat_map(|g| g["tests"].as_array().into_iter().flatten())
+        .find_map(|t| (t["tcId"].as_u64() == Some(id)).then(|| t["jws"].as_str()).flatten())
 }
 
 #[test]
@@ -100,7 +105,9 @@ fn json_web_signature_vectors() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    println!("wycheproof JWS: {valid_ok} valid accepted, {invalid_ok} invalid rejected, {skipped} documented exceptions");
+    println!(
+        "wycheproof JWS: {valid_ok} valid accepted, {invalid_ok} invalid rejected, {skipped} documented exceptions"
+    );
     assert!(valid_ok > 20 && invalid_ok > 300, "valid {valid_ok}, invalid {invalid_ok}, skipped {skipped}");
 }
 
@@ -124,9 +131,7 @@ fn json_web_key_vectors() {
                     KeySet::from_jwks_json(&keys.to_string()).ok()
                 }
             } else {
-                keys.as_object()
-                    .and_then(|o| parse_jwk(o, &all_algorithms()).ok())
-                    .map(|k| KeySet::from_keys(vec![k]))
+                keys.as_object().and_then(|o| parse_jwk(o, &all_algorithms()).ok()).map(|k| KeySet::from_keys(vec![k]))
             };
             let accepted = set.is_some_and(|s| verifier(&s).verify_signature_only(jws).is_ok());
             if valid != accepted {

@@ -21,7 +21,11 @@ use super::TestKey;
 #[derive(Clone)]
 pub enum Jwks {
     Json(Value),
-    Raw { status: u16, content_type: &'static str, body: Bytes },
+    Raw {
+        status: u16,
+        content_type: &'static str,
+        body: Bytes,
+    },
     Redirect(String),
     /// A chunked body that never ends.
     Endless,
