@@ -14,6 +14,9 @@
 //!   EdDSA tokens, next to `jsonwebtoken::decode::<serde_json::Value>` of the same token with
 //!   an equivalent `Validation` (iss, aud, exp, 30 s leeway). "Cold": no verified-token cache
 //!   exists, every request pays a full signature verification.
+//!   `floor` is the signature check alone with the key parsed once by aws-lc-rs
+//!   (`ParsedPublicKey`): the cost no verifier can go under, for reading the others.
+//!   `jsonwebtoken9-ring/RS256` is jsonwebtoken 9 on *ring*, what jwt-authorizer verifies with.
 //! - `verifier`: `TokenVerifier::verify` of `JwtVerifier` alone (RS256).
 //! - `scope_guard`: the guard alone on a request that already carries an `AccessToken`, with a
 //!   base requirement, and with an MCP tool rule that reads a small JSON-RPC body.
@@ -24,11 +27,12 @@
 //! whose speed drifts, so the summary line is the figure to quote.
 //!
 //! `VERIFY_BENCH_PROFILE=<case> [VERIFY_BENCH_ITERS=n]` runs only `n` iterations of one case
-//! inside `profile_loop` (for `valgrind --tool=callgrind --toggle-collect='*profile_loop*'`);
+//! inside `measured_loop` (for `valgrind --tool=callgrind --toggle-collect='*measured_loop*'`);
 //! cases: stack-rs256, jwt-rs256, jwt-rs256-ne, verifier-rs256, stack-es256, jwt-es256,
-//! stack-eddsa, jwt-eddsa, bearer, scope-base, scope-tool.
+//! stack-eddsa, jwt-eddsa, floor-rs256, floor-es256, floor-eddsa, jwt9-rs256, bearer, scope-base,
+//! scope-tool, and `request` (building the request the stack cases build in the loop, to
+//! subtract from them).
 
-use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
@@ -36,6 +40,9 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion};
 use http::header::AUTHORIZATION;
@@ -52,7 +59,8 @@ use tower_mcp_auth::{AccessToken, BearerAuthLayer, BearerToken, ClaimsExtractLay
 const RESOURCE: &str = "https://mcp.example.com/mcp";
 const ISSUER: &str = "https://idp.example.com";
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/keys");
-const TOOL_CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_ping","arguments":{}}}"#;
+const TOOL_CALL: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"admin_ping","arguments":{}}}"#;
 
 type ReqBody = Full<Bytes>;
 
@@ -72,6 +80,8 @@ struct Case {
     /// jsonwebtoken's key, from the same public PEM.
     jwt_key: DecodingKey,
     jwt_alg: jsonwebtoken::Algorithm,
+    /// The crypto floor: the same public key parsed once by aws-lc-rs.
+    floor_key: ParsedPublicKey,
 }
 
 impl Case {
@@ -79,9 +89,7 @@ impl Case {
         let private = read(&format!("{file}.pem"));
         let public = read(&format!("{file}.pub.pem"));
         let (enc, jwt_key) = match jwt_alg {
-            jsonwebtoken::Algorithm::RS256 => {
-                (EncodingKey::from_rsa_pem(&private), DecodingKey::from_rsa_pem(&public))
-            }
+            jsonwebtoken::Algorithm::RS256 => (EncodingKey::from_rsa_pem(&private), DecodingKey::from_rsa_pem(&public)),
             jsonwebtoken::Algorithm::ES256 => (EncodingKey::from_ec_pem(&private), DecodingKey::from_ec_pem(&public)),
             _ => (EncodingKey::from_ed_pem(&private), DecodingKey::from_ed_pem(&public)),
         };
@@ -91,7 +99,20 @@ impl Case {
         header.kid = Some(file.to_owned());
         header.typ = Some("at+jwt".to_owned());
         let token = jsonwebtoken::encode(&header, &claims(), &enc).expect("encode");
-        Self { name, token, keys, jwt_key, jwt_alg }
+        let floor_alg: &'static dyn VerificationAlgorithm = match jwt_alg {
+            jsonwebtoken::Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+            jsonwebtoken::Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+            _ => &signature::ED25519,
+        };
+        let floor_key = ParsedPublicKey::new(floor_alg, spki_der(&public)).expect("aws-lc-rs key");
+        Self { name, token, keys, jwt_key, jwt_alg, floor_key }
+    }
+
+    /// Signature check only, with a key parsed once: what no JWT library can go under.
+    fn floor(&self) -> bool {
+        let (input, sig) = self.token.rsplit_once('.').expect("compact JWS");
+        let Ok(sig) = URL_SAFE_NO_PAD.decode(sig) else { return false };
+        self.floor_key.verify_sig(input.as_bytes(), &sig).is_ok()
     }
 
     fn verifier(&self) -> JwtVerifier {
@@ -113,6 +134,13 @@ impl Case {
         v.validate_nbf = true;
         v
     }
+}
+
+/// The DER inside a `PUBLIC KEY` PEM.
+fn spki_der(pem: &[u8]) -> Vec<u8> {
+    let text = std::str::from_utf8(pem).expect("PEM is text");
+    let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    STANDARD.decode(b64).expect("PEM body")
 }
 
 /// The claims of tests/support (`claims()`), with a 1-hour lifetime.
@@ -163,7 +191,9 @@ fn stack(
         .service(service_fn(|_req| std::future::ready(Ok::<_, Infallible>(Response::new(String::new())))))
 }
 
-fn guard(policy: ScopePolicy) -> impl Service<Request<ReqBody>, Response = Response<String>, Error = Infallible> + Clone {
+fn guard(
+    policy: ScopePolicy,
+) -> impl Service<Request<ReqBody>, Response = Response<String>, Error = Infallible> + Clone {
     ServiceBuilder::new()
         .layer(ScopeGuardLayer::new(policy, resource()))
         .service(service_fn(|_req| std::future::ready(Ok::<_, Infallible>(Response::new(String::new())))))
@@ -226,6 +256,23 @@ struct Fixtures {
     eddsa: Case,
     /// jsonwebtoken with the RSA key as (n, e), the form our `KeySet` holds it in.
     rs256_ne_key: DecodingKey,
+    /// jsonwebtoken 9 on ring (what jwt-authorizer 0.15 uses), RS256 key from the same PEM.
+    rs256_jwt9: (jsonwebtoken9::DecodingKey, jsonwebtoken9::Validation),
+}
+
+fn jwt9_rs256() -> (jsonwebtoken9::DecodingKey, jsonwebtoken9::Validation) {
+    let key = jsonwebtoken9::DecodingKey::from_rsa_pem(&read("rs256-a.pub.pem")).expect("jsonwebtoken 9 key");
+    let mut v = jsonwebtoken9::Validation::new(jsonwebtoken9::Algorithm::RS256);
+    v.set_audience(&[RESOURCE]);
+    v.set_issuer(&[ISSUER]);
+    v.set_required_spec_claims(&["exp", "aud", "iss"]);
+    v.leeway = 30;
+    v.validate_nbf = true;
+    (key, v)
+}
+
+fn jwt9_decode(token: &str, (key, validation): &(jsonwebtoken9::DecodingKey, jsonwebtoken9::Validation)) -> Value {
+    jsonwebtoken9::decode::<Value>(token, key, validation).expect("jsonwebtoken 9 decode").claims
 }
 
 impl Fixtures {
@@ -236,7 +283,7 @@ impl Fixtures {
         let eddsa = Case::load("EdDSA", "ed25519", Algorithm::EdDSA, jsonwebtoken::Algorithm::EdDSA);
         let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_slice(&read("rs256-a.pub.jwk")).expect("jwk");
         let rs256_ne_key = DecodingKey::from_jwk(&jwk).expect("jwk key");
-        let f = Self { rs256, es256, eddsa, rs256_ne_key };
+        let f = Self { rs256, es256, eddsa, rs256_ne_key, rs256_jwt9: jwt9_rs256() };
         f.sanity();
         f
     }
@@ -252,10 +299,12 @@ impl Fixtures {
             let res = call(&mut svc, bearer_request(&auth_header(&case.token)));
             assert_eq!(res.status(), StatusCode::OK, "{}: stack refused the token: {:?}", case.name, res.headers());
             jwt_decode(case, &case.validation());
+            assert!(case.floor(), "{}: aws-lc-rs refused the signature", case.name);
         }
         let mut v = self.rs256.validation();
         v.algorithms = vec![jsonwebtoken::Algorithm::RS256];
         jsonwebtoken::decode::<Value>(&self.rs256.token, &self.rs256_ne_key, &v).expect("decode with (n, e) key");
+        jwt9_decode(&self.rs256.token, &self.rs256_jwt9);
         for (policy, body) in [(base_policy(), "{}"), (tool_policy(), TOOL_CALL)] {
             let res = call(&mut guard(policy), token_request(&guard_token(), body));
             assert_eq!(res.status(), StatusCode::OK, "scope guard refused");
@@ -297,11 +346,15 @@ fn bench_cold(c: &mut Criterion, f: &Fixtures) {
         group.bench_with_input(BenchmarkId::new("jsonwebtoken", case.name), case, |b, case| {
             b.iter(|| jwt_decode(case, &validation))
         });
+        group.bench_with_input(BenchmarkId::new("floor", case.name), case, |b, case| b.iter(|| case.floor()));
     }
     let mut v = f.rs256.validation();
     v.algorithms = vec![jsonwebtoken::Algorithm::RS256];
     group.bench_function(BenchmarkId::new("jsonwebtoken-ne", "RS256"), |b| {
         b.iter(|| jsonwebtoken::decode::<Value>(&f.rs256.token, &f.rs256_ne_key, &v).expect("decode"))
+    });
+    group.bench_function(BenchmarkId::new("jsonwebtoken9-ring", "RS256"), |b| {
+        b.iter(|| jwt9_decode(&f.rs256.token, &f.rs256_jwt9))
     });
     group.finish();
 }
@@ -348,14 +401,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
 }
 
-/// Stack vs jsonwebtoken for one case: `rounds` pairs A B (order alternating), each chunk
-/// ~`chunk` long; returns (median stack ns, median jsonwebtoken ns, median of paired ratios).
-fn interleaved(case: &Case, rounds: usize, chunk: Duration) -> (f64, f64, f64) {
+/// Stack vs `other` for one case: `rounds` pairs A B (order alternating), each chunk ~`chunk`
+/// long; returns (median stack ns, median `other` ns, median of paired ratios).
+fn interleaved<O>(case: &Case, rounds: usize, chunk: Duration, mut other: impl FnMut() -> O) -> (f64, f64, f64) {
     let mut svc = stack(case.verifier());
     let auth = auth_header(&case.token);
-    let validation = case.validation();
     let mut run_stack = |n| time_chunk(n, || bearer_request(&auth), |req| call(&mut svc, req));
-    let run_jwt = |n| time_chunk(n, || (), |()| jwt_decode(case, &validation));
+    let mut run_jwt = |n| time_chunk(n, || (), |()| other());
     // Calibrate (and warm up) on jsonwebtoken.
     let probe = run_jwt(50).max(1.0);
     let n = ((chunk.as_nanos() as f64 / probe) as usize).clamp(20, 100_000);
@@ -380,7 +432,8 @@ fn summary(f: &Fixtures) {
     let mut line = String::from("summary:");
     let mut rs256 = 0.0;
     for case in f.cases() {
-        let (s, j, r) = interleaved(case, 20, Duration::from_millis(40));
+        let validation = case.validation();
+        let (s, j, r) = interleaved(case, 20, Duration::from_millis(40), || jwt_decode(case, &validation));
         println!(
             "interleaved {}: stack {:.1} µs, jsonwebtoken decode {:.1} µs, stack ÷ jsonwebtoken {:.3} (median of 20 paired rounds)",
             case.name,
@@ -393,6 +446,13 @@ fn summary(f: &Fixtures) {
         }
         line.push_str(&format!(" stack_{}_vs_jsonwebtoken={r:.3}", case.name.to_lowercase()));
     }
+    let (s, j, r9) =
+        interleaved(&f.rs256, 20, Duration::from_millis(40), || jwt9_decode(&f.rs256.token, &f.rs256_jwt9));
+    println!(
+        "interleaved RS256: stack {:.1} µs, jsonwebtoken 9 on ring (jwt-authorizer's) {:.1} µs, stack ÷ it {r9:.3}",
+        s / 1000.0,
+        j / 1000.0
+    );
     let verdict = if rs256 <= 1.10 { "met" } else { "NOT met" };
     println!("{line} (goal RS256 <= 1.10: {verdict})");
 }
@@ -400,8 +460,17 @@ fn summary(f: &Fixtures) {
 // ---------------------------------------------------------------------------------------------
 // Profiling entry (callgrind)
 
-#[inline(never)]
+/// A few warm-up calls (lazy statics, first allocations), then the measured loop.
 fn profile_loop(iters: usize, mut f: impl FnMut()) {
+    for _ in 0..3 {
+        f();
+    }
+    measured_loop(iters, &mut f);
+}
+
+/// The only function callgrind collects in (`--toggle-collect='*measured_loop*'`).
+#[inline(never)]
+fn measured_loop(iters: usize, f: &mut dyn FnMut()) {
     for _ in 0..iters {
         f();
     }
@@ -422,11 +491,21 @@ fn profile(case_name: &str, iters: usize, f: &Fixtures) {
                 black_box(jsonwebtoken::decode::<Value>(&rs.token, &f.rs256_ne_key, &v).expect("decode"));
             });
         }
+        "jwt9-rs256" => profile_loop(iters, || {
+            black_box(jwt9_decode(&rs.token, &f.rs256_jwt9));
+        }),
         "verifier-rs256" => {
             let verifier = rs.verifier();
             let token = BearerToken::new(&rs.token).expect("token68");
             profile_loop(iters, || {
                 black_box(now_or_panic(verifier.verify(&token)).expect("valid"));
+            });
+        }
+        // Building and dropping the request the `stack-*` cases build: subtract it from them.
+        "request" => {
+            let auth = auth_header(&rs.token);
+            profile_loop(iters, || {
+                black_box(bearer_request(&auth));
             });
         }
         "bearer" => {
@@ -437,7 +516,8 @@ fn profile(case_name: &str, iters: usize, f: &Fixtures) {
             });
         }
         "scope-base" | "scope-tool" => {
-            let (policy, body) = if case_name == "scope-base" { (base_policy(), "{}") } else { (tool_policy(), TOOL_CALL) };
+            let (policy, body) =
+                if case_name == "scope-base" { (base_policy(), "{}") } else { (tool_policy(), TOOL_CALL) };
             let mut svc = guard(policy);
             let token = guard_token();
             profile_loop(iters, || {
@@ -455,6 +535,9 @@ fn profile(case_name: &str, iters: usize, f: &Fixtures) {
                         black_box(call(&mut svc, bearer_request(&auth)));
                     });
                 }
+                "floor" => profile_loop(iters, || {
+                    black_box(case.floor());
+                }),
                 "jwt" => {
                     let v = case.validation();
                     profile_loop(iters, || {
@@ -472,7 +555,7 @@ fn main() {
     if let Ok(case) = std::env::var("VERIFY_BENCH_PROFILE") {
         let iters = std::env::var("VERIFY_BENCH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
         profile(&case, iters, &fixtures);
-        println!("profiled {case}: {iters} iterations inside profile_loop");
+        println!("profiled {case}: {iters} iterations inside measured_loop");
         return;
     }
 

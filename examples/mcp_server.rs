@@ -1,8 +1,12 @@
 //! A real MCP server (rmcp, streamable HTTP) at `/mcp`, protected by tower-mcp-auth.
 //!
 //! ```text
-//! request ─▶ CORS ─▶ BearerAuthLayer ─▶ ClaimsExtractLayer<JwtVerifier> ─▶ ScopeGuardLayer ─▶ rmcp
+//! request ─▶ CORS ─▶ BearerAuthLayer ─▶ ClaimsExtractLayer<JwtVerifier> ─▶ SessionBindingLayer
+//!         ─▶ ScopeGuardLayer ─▶ rmcp
 //! ```
+//!
+//! (`SessionBindingLayer` ties each MCP session to the user and client that opened it: another
+//! principal presenting the session id gets 404.)
 //!
 //! Resource-server mode trusts an external authorization server (OIDC discovery + JWKS):
 //!
@@ -41,6 +45,7 @@ use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_mcp_auth::scope_guard::{Requirement, ScopeGuardLayer, ScopePolicy};
+use tower_mcp_auth::session::SessionBindingLayer;
 use tower_mcp_auth::verify::Issuer;
 use tower_mcp_auth::{
     AccessToken, BearerAuthLayer, ClaimsExtractLayer, JwtVerifier, ProtectedResource, ProtectedResourceMetadata,
@@ -207,14 +212,14 @@ async fn run(args: Args) -> Result<(), Failure> {
     let addr = listener.local_addr().map_err(|e| Failure::Runtime(format!("local address: {e}")))?;
     let public_url = public_url(args.public_url.as_ref(), addr)?;
 
-    let mut origins = vec![origin_of(&public_url)?];
+    let mut origins = vec![public_url.clone()];
     for extra in &args.allow_origin {
         let url = Url::parse(extra).map_err(|e| Failure::Usage(format!("--allow-origin {extra:?}: {e}")))?;
-        origins.push(origin_of(&url)?);
+        origins.push(url);
     }
     let mcp_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(allowed_hosts(&public_url)?)
-        .with_allowed_origins(origins.clone());
+        .with_allowed_origins(origins.iter().map(origin_with_port).collect::<Result<Vec<_>, _>>()?);
     let cancel = mcp_config.cancellation_token.clone();
     let with_auth = issuer.is_some();
     let mcp = StreamableHttpService::new(
@@ -242,8 +247,8 @@ async fn run(args: Args) -> Result<(), Failure> {
                 .map_err(|e| Failure::Usage(format!("protected resource: {e}")))?;
             let mut verifier = JwtVerifier::builder().issuer(Issuer::discover(&issuer)).resource(&resource);
             if let Some(path) = &args.trust_ca {
-                let pem = std::fs::read(path)
-                    .map_err(|e| Failure::Usage(format!("--trust-ca {}: {e}", path.display())))?;
+                let pem =
+                    std::fs::read(path).map_err(|e| Failure::Usage(format!("--trust-ca {}: {e}", path.display())))?;
                 verifier = verifier.trust_root_certificate(pem);
             }
             let verifier = verifier.build().map_err(|e| Failure::Usage(format!("token verifier: {e}")))?;
@@ -257,6 +262,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 .layer(cors)
                 .layer(BearerAuthLayer::new(resource.clone()))
                 .layer(ClaimsExtractLayer::new(verifier, resource.clone()))
+                .layer(SessionBindingLayer::new())
                 .layer(ScopeGuardLayer::new(policy, resource.clone()))
                 .service(mcp);
             let mut app = Router::new().route_service("/mcp", protected);
@@ -310,8 +316,9 @@ fn public_url(given: Option<&Url>, addr: SocketAddr) -> Result<Url, Failure> {
     Ok(url)
 }
 
-/// `scheme://host:port`, with an explicit port (rmcp treats a port-less entry as any port).
-fn origin_of(url: &Url) -> Result<String, Failure> {
+/// `scheme://host:port` with an explicit port, for rmcp's Origin check (which reads a
+/// port-less entry as "any port").
+fn origin_with_port(url: &Url) -> Result<String, Failure> {
     match (url.host_str(), url.port_or_known_default()) {
         (Some(host), Some(port)) if matches!(url.scheme(), "http" | "https") => {
             Ok(format!("{}://{host}:{port}", url.scheme()))
@@ -330,10 +337,12 @@ fn allowed_hosts(url: &Url) -> Result<Vec<String>, Failure> {
 }
 
 /// CORS for browser-based clients, answered before authentication (preflights carry no token).
-fn cors(origins: &[String]) -> Result<CorsLayer, Failure> {
+fn cors(origins: &[Url]) -> Result<CorsLayer, Failure> {
     let origins = origins
         .iter()
-        .map(|o| HeaderValue::from_str(o).map_err(|_| Failure::Usage(format!("invalid origin {o:?}"))))
+        // As browsers send it: default ports omitted.
+        .map(|url| url.origin().ascii_serialization())
+        .map(|o| HeaderValue::from_str(&o).map_err(|_| Failure::Usage(format!("invalid origin {o:?}"))))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
@@ -425,7 +434,8 @@ impl Tools {
     /// `AccessToken` as a tool parameter: the token verified for this very HTTP request.
     #[tool(description = "Returns the caller's verified access token (sub, client_id, scopes, aud, iss, exp).")]
     fn whoami(&self, token: AccessToken) -> Result<String, ErrorData> {
-        serde_json::to_string(&token).map_err(|e| ErrorData::internal_error(format!("serializing the token: {e}"), None))
+        serde_json::to_string(&token)
+            .map_err(|e| ErrorData::internal_error(format!("serializing the token: {e}"), None))
     }
 }
 

@@ -3,12 +3,15 @@
 // TypeScript SDK client (Client + StreamableHTTPClientTransport + an OAuthClientProvider)
 // through the whole OAuth 2.1 flow without a browser.
 //
-// Usage: node mcp-client.mjs [--call TOOL]... [--cimd URL] [--step-up] MCP_URL
+// Usage: node mcp-client.mjs [--call TOOL]... [--cimd URL] [--step-up] [--no-auth]
+//                             [--secrets-file PATH] MCP_URL
 //
 // stdout contract: exactly one JSON object (see README.md). Exit 0 with `"ok": true`, or exit 1
 // with `{"ok": false, "error": ..., "trace": [...]}`. Diagnostics go to stderr. The access
-// token, the authorization code and the PKCE verifier are never printed.
+// token, the authorization code and the PKCE verifier are never printed; `--secrets-file PATH`
+// writes them to PATH (mode 0600) so a test can check that no log contains them.
 
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 // Keep stdout for the one JSON result, whatever a library logs.
@@ -32,11 +35,33 @@ const CLIENT_INFO = { name: 'tower-mcp-auth-e2e-client', version: '0.1.0' };
 
 const trace = []; // every HTTP exchange the SDK made: "METHOD URL -> STATUS"
 const authorizations = []; // each authorization round the headless browser performed
+// Secrets seen during the run, for --secrets-file only (never printed).
+const secrets = { accessTokens: [], authorizationCodes: [], codeVerifiers: [], refreshTokens: [] };
+let secretsFile; // set by --secrets-file
+
+function writeSecrets() {
+  if (!secretsFile) return;
+  const last = (list) => (list.length ? list[list.length - 1] : null);
+  const doc = {
+    accessToken: last(secrets.accessTokens),
+    authorizationCodes: secrets.authorizationCodes,
+    codeVerifier: last(secrets.codeVerifiers),
+    accessTokens: secrets.accessTokens,
+    codeVerifiers: secrets.codeVerifiers,
+    refreshTokens: secrets.refreshTokens,
+  };
+  try {
+    writeFileSync(secretsFile, `${JSON.stringify(doc)}\n`, { mode: 0o600 });
+  } catch (err) {
+    process.stderr.write(`mcp-client.mjs: cannot write --secrets-file: ${err.message}\n`);
+  }
+}
 
 let finished = false;
 function emit(result, code) {
   if (finished) return;
   finished = true;
+  writeSecrets();
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   process.exit(code);
 }
@@ -60,16 +85,21 @@ function parseCli(argv) {
       call: { type: 'string', multiple: true },
       cimd: { type: 'string' },
       'step-up': { type: 'boolean', default: false },
+      'no-auth': { type: 'boolean', default: false },
+      'secrets-file': { type: 'string' },
     },
     allowPositionals: true,
     strict: true,
   });
   if (positionals.length !== 1) {
-    throw new Error('usage: node mcp-client.mjs [--call TOOL]... [--cimd URL] [--step-up] MCP_URL');
+    throw new Error('usage: node mcp-client.mjs [--call TOOL]... [--cimd URL] [--step-up] [--no-auth] [--secrets-file PATH] MCP_URL');
   }
   const url = URL.parse(positionals[0]);
   if (!url || !/^https?:$/.test(url.protocol)) throw new Error(`MCP_URL must be an http(s) URL: ${positionals[0]}`);
-  return { mcpUrl: url, calls: values.call ?? [], cimd: values.cimd, stepUp: values['step-up'] };
+  secretsFile = values['secrets-file'];
+  return {
+    mcpUrl: url, calls: values.call ?? [], cimd: values.cimd, stepUp: values['step-up'], noAuth: values['no-auth'],
+  };
 }
 
 // fetch wrapper given to the SDK: records each exchange and bounds the wait for response
@@ -202,10 +232,13 @@ class HeadlessOAuthProvider {
 
   saveTokens(tokens) {
     this.tokenSet = tokens;
+    if (tokens?.access_token) secrets.accessTokens.push(tokens.access_token);
+    if (tokens?.refresh_token) secrets.refreshTokens.push(tokens.refresh_token);
   }
 
   saveCodeVerifier(verifier) {
     this.verifier = verifier;
+    secrets.codeVerifiers.push(verifier);
   }
 
   codeVerifier() {
@@ -282,6 +315,7 @@ class HeadlessOAuthProvider {
           throw new Error('authorization response without code');
         }
         this.pendingCode = p.get('code');
+        secrets.authorizationCodes.push(this.pendingCode);
         round.result = 'code';
         return;
       }
@@ -320,9 +354,13 @@ async function withAuthorization(provider, transport, fn) {
 }
 
 async function main() {
-  const { mcpUrl, calls: toCall, cimd, stepUp } = parseCli(process.argv.slice(2));
+  const { mcpUrl, calls: toCall, cimd, stepUp, noAuth } = parseCli(process.argv.slice(2));
   const provider = new HeadlessOAuthProvider({ cimd, allowReauthorization: stepUp });
-  const newTransport = () => new StreamableHTTPClientTransport(mcpUrl, { authProvider: provider, fetch: tracingFetch });
+  // --no-auth: no OAuth provider at all (for servers without authorization).
+  const newTransport = () => new StreamableHTTPClientTransport(
+    mcpUrl,
+    noAuth ? { fetch: tracingFetch } : { authProvider: provider, fetch: tracingFetch },
+  );
   const onerror = (err) => process.stderr.write(`mcp-client.mjs: transport error: ${err?.message ?? err}\n`);
 
   // 1. Unauthenticated connect: 401 -> discovery -> registration -> authorization (headless).
@@ -343,7 +381,7 @@ async function main() {
     client.onerror = onerror;
     await client.connect(transport, { timeout: REQUEST_TIMEOUT_MS });
   }
-  if (!provider.tokens()?.access_token) throw new Error('connected without the SDK obtaining an access token');
+  if (!noAuth && !provider.tokens()?.access_token) throw new Error('connected without the SDK obtaining an access token');
 
   // 3. Tools.
   const listed = await withAuthorization(provider, transport, () => client.listTools(undefined, { timeout: REQUEST_TIMEOUT_MS }));
@@ -362,13 +400,13 @@ async function main() {
     }
   }
 
-  // 4. Raw tools/call of admin_ping with the SDK's token, outside the SDK.
+  // 4. Raw tools/call of admin_ping with the SDK's token (none with --no-auth), outside the SDK.
   const accessToken = provider.tokens()?.access_token;
   const headers = {
-    Authorization: `Bearer ${accessToken}`,
     'Content-Type': 'application/json',
     Accept: 'application/json, text/event-stream',
   };
+  if (accessToken) headers.Authorization = `Bearer ${accessToken}`;
   if (transport.protocolVersion) headers['MCP-Protocol-Version'] = transport.protocolVersion;
   if (transport.sessionId) headers['Mcp-Session-Id'] = transport.sessionId;
   const raw = await fetch(mcpUrl, {

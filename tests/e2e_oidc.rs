@@ -1,0 +1,424 @@
+//! Acceptance end-to-end test, real parts only: a real OpenID Connect provider
+//! (`oidc-provider`, tests/e2e/oidc-provider.mjs), the example MCP server
+//! (examples/mcp_server.rs) in resource-server mode, and the official MCP TypeScript SDK as the
+//! client (tests/e2e/mcp-client.mjs), all on 127.0.0.1. See tests/e2e/README.md.
+//!
+//! Needs Node.js 20+ and npm; the Node dependencies are installed with `npm ci` on first use.
+
+use std::fs::OpenOptions;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::task::JoinHandle;
+use tower_mcp_auth::challenge;
+
+const E2E_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
+/// Everything after the builds: start both servers, sign in, call the tools, stop.
+const WHOLE_TEST: Duration = Duration::from_secs(120);
+/// Time for a process to print its `listening on` line.
+const STARTUP: Duration = Duration::from_secs(30);
+/// Time for the client driver (its own hard limit is 60 s).
+const CLIENT: Duration = Duration::from_secs(75);
+/// Time for the MCP server to stop once its stdin is closed.
+const STOP: Duration = Duration::from_secs(15);
+/// Time for `npm ci` and for `cargo build --example mcp_server`.
+const INSTALL: Duration = Duration::from_secs(600);
+const BUILD: Duration = Duration::from_secs(900);
+
+// ---------------------------------------------------------------------------------------------
+// Prerequisites: the Node dependencies and the example binary.
+
+/// Runs `npm ci` in tests/e2e unless the dependencies are there, under a lock file so that two
+/// test processes never install at once.
+fn ensure_node_modules() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = Path::new(E2E_DIR);
+        let installed = || {
+            // npm writes node_modules/.package-lock.json when an install completes.
+            [
+                "node_modules/.package-lock.json",
+                "node_modules/oidc-provider/package.json",
+                "node_modules/@modelcontextprotocol/sdk/package.json",
+            ]
+            .iter()
+            .all(|p| dir.join(p).is_file())
+        };
+        let lock_path = dir.join(".npm-ci.lock");
+        if installed() && !lock_path.exists() {
+            return;
+        }
+        let _lock = LockFile::acquire(&lock_path, INSTALL);
+        if installed() {
+            return;
+        }
+        eprintln!("e2e: running `npm ci` in {E2E_DIR}");
+        let child = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run npm (Node.js 20+ and npm are needed): {e}"));
+        let (ok, log) = wait_blocking(child, INSTALL, "npm ci");
+        assert!(ok && installed(), "npm ci failed:\n{log}");
+    });
+}
+
+/// A lock held by creating a file exclusively; removed on drop.
+struct LockFile(PathBuf);
+
+impl LockFile {
+    fn acquire(path: &Path, deadline: Duration) -> Self {
+        let start = Instant::now();
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(_) => return Self(path.to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // A lock older than the longest install is left over from a killed process.
+                    let age = std::fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok());
+                    if age.is_some_and(|age| age > deadline) {
+                        let _ = std::fs::remove_file(path);
+                        continue;
+                    }
+                    assert!(start.elapsed() < deadline, "{} still held after {deadline:?}", path.display());
+                    // Polling the lock's release, bounded by the deadline above.
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => panic!("cannot create {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Waits for a std child whose stderr is piped, killing it after `deadline`.
+fn wait_blocking(mut child: std::process::Child, deadline: Duration, what: &str) -> (bool, String) {
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        let _ = tx.send(text);
+    });
+    // stderr ends when the process exits.
+    let Ok(text) = rx.recv_timeout(deadline) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not finish within {deadline:?}");
+    };
+    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+    (ok, text)
+}
+
+/// The mcp_server example, built on first use (`cargo test --test e2e_oidc` builds no examples).
+fn mcp_server_binary() -> PathBuf {
+    static BUILT: OnceLock<(bool, String)> = OnceLock::new();
+    let (ok, log) = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let child = std::process::Command::new(cargo)
+            .args(["build", "--all-features", "--example", "mcp_server"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run cargo");
+        wait_blocking(child, BUILD, "cargo build --example mcp_server")
+    });
+    assert!(ok, "building examples/mcp_server failed:\n{log}");
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    debug.join("examples").join(format!("mcp_server{}", std::env::consts::EXE_SUFFIX))
+}
+
+async fn prerequisites() -> PathBuf {
+    tokio::task::spawn_blocking(|| {
+        ensure_node_modules();
+        mcp_server_binary()
+    })
+    .await
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes.
+
+/// A long-running child whose stdout and stderr are collected into one buffer. Killed on drop;
+/// the servers here also exit when their stdin closes, so a test process that dies cannot
+/// leave them behind.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    output: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+    first_line: Option<tokio::sync::oneshot::Receiver<String>>,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (line_tx, line_rx) = tokio::sync::oneshot::channel();
+        let stdout = child.stdout.take().unwrap();
+        let sink = output.clone();
+        let out_reader = tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut first = Some(line_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().extend_from_slice(format!("{line}\n").as_bytes());
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let err_reader = tokio::spawn(collect(child.stderr.take().unwrap(), output.clone()));
+        Self {
+            name,
+            stdin: child.stdin.take(),
+            child,
+            output,
+            readers: vec![out_reader, err_reader],
+            first_line: Some(line_rx),
+        }
+    }
+
+    /// The first stdout line, or `None` if the process ended without printing one.
+    async fn first_line(&mut self) -> Option<String> {
+        let rx = self.first_line.take()?;
+        match tokio::time::timeout(STARTUP, rx).await {
+            Ok(Ok(line)) => Some(line),
+            Ok(Err(_)) => None,
+            Err(_) => panic!("{} printed nothing within {STARTUP:?}:\n{}", self.name, self.output()),
+        }
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Closes stdin and waits (bounded) for the process to exit and its output to be read.
+    async fn stop(mut self) -> String {
+        drop(self.stdin.take());
+        let exited = tokio::time::timeout(STOP, self.child.wait()).await;
+        assert!(matches!(exited, Ok(Ok(_))), "{} did not exit after stdin closed:\n{}", self.name, self.output());
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(STOP, reader).await;
+        }
+        self.output()
+    }
+}
+
+async fn collect(mut pipe: impl AsyncRead + Unpin, sink: Arc<Mutex<Vec<u8>>>) {
+    let mut buf = [0u8; 8192];
+    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+        sink.lock().unwrap().extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A port that was free a moment ago (the resource URL must be known before the server starts).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn node(script: &str) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.arg(Path::new(E2E_DIR).join(script)).current_dir(E2E_DIR);
+    cmd
+}
+
+/// Runs `mcp-client.mjs` and returns its JSON result (asserting `ok`).
+async fn run_client(args: &[&str], server: &Proc) -> Value {
+    let child = node("mcp-client.mjs")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cannot start node mcp-client.mjs");
+    let out = tokio::time::timeout(CLIENT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("mcp-client.mjs did not finish within {CLIENT:?}"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("mcp-client.mjs printed no JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr))
+    });
+    assert!(
+        result["ok"] == true && out.status.success(),
+        "client failed: {result:#}\nclient stderr:\n{}\nserver output:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.output()
+    );
+    result
+}
+
+/// The first text content of a tool call result.
+fn text_of(result: &Value, call: &str) -> String {
+    let call_result = &result["calls"][call];
+    assert_ne!(call_result["isError"], true, "{call}: {call_result}");
+    call_result["content"][0]["text"].as_str().unwrap_or_else(|| panic!("{call}: {call_result}")).to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+/// The provider for `http://127.0.0.1:PORT/mcp` and the MCP server on PORT trusting it. The
+/// port is picked before the server binds it: on the rare lost race, start over once.
+async fn start_provider_and_server(mcp_server: &Path) -> (Proc, Proc, u16, String) {
+    for attempt in 0..2 {
+        let port = free_port();
+        let resource = format!("http://127.0.0.1:{port}/mcp");
+        let mut provider = Proc::spawn("oidc-provider.mjs", node("oidc-provider.mjs").args(["--resource", &resource]));
+        let line = provider.first_line().await;
+        let issuer = line
+            .as_deref()
+            .and_then(|l| l.strip_prefix("listening on "))
+            .unwrap_or_else(|| panic!("oidc-provider.mjs did not start: {line:?}\n{}", provider.output()))
+            .to_owned();
+
+        let mut server = Proc::spawn(
+            "mcp_server",
+            Command::new(mcp_server)
+                .args(["--bind", &format!("127.0.0.1:{port}"), "--authorization-server", &issuer])
+                .arg("--exit-on-stdin-eof")
+                .env("RUST_LOG", "trace"),
+        );
+        match server.first_line().await {
+            Some(line) => {
+                assert_eq!(line, format!("listening on {resource}"));
+                return (provider, server, port, issuer);
+            }
+            None if attempt == 0 && server.output().contains("cannot listen") => continue,
+            None => panic!("mcp_server did not start:\n{}", server.output()),
+        }
+    }
+    unreachable!()
+}
+
+/// The MCP TypeScript SDK signs in through the real OIDC provider (401 → RFC 9728 metadata →
+/// RFC 8414 metadata → DCR → PKCE authorization → token), then calls the tools; the scope
+/// guard turns admin_ping away with a 403 step-up challenge. Catalogue L01: the server's
+/// TRACE-level logs contain none of the secrets the client saw.
+#[tokio::test]
+async fn sdk_client_signs_in_through_real_oidc_provider() {
+    let mcp_server = prerequisites().await;
+    tokio::time::timeout(WHOLE_TEST, async {
+        let (provider, server, port, issuer) = start_provider_and_server(&mcp_server).await;
+        let mcp_url = format!("http://127.0.0.1:{port}/mcp");
+        let metadata_url = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
+        let secrets_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-secrets-{port}.json"));
+        let _ = std::fs::remove_file(&secrets_path);
+
+        let secrets_arg = secrets_path.to_str().unwrap();
+        let args = ["--call", "whoami", "--call", "echo", "--call", "admin_ping", "--secrets-file", secrets_arg];
+        let result = run_client(&[&args[..], &[mcp_url.as_str()]].concat(), &server).await;
+
+        // Discovery starts from the 401 challenge, then the protected resource metadata.
+        let trace: Vec<&str> = result["trace"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        assert_eq!(trace.first().copied(), Some(format!("POST {mcp_url} -> 401").as_str()), "{trace:#?}");
+        assert_eq!(trace.get(1).copied(), Some(format!("GET {metadata_url} -> 200").as_str()), "{trace:#?}");
+        assert_eq!(result["discovery"]["authorizationServers"], serde_json::json!([issuer]));
+        assert_eq!(result["discovery"]["resource"], mcp_url);
+        assert_eq!(result["accessTokenClaims"]["aud"], mcp_url);
+
+        let mut tools: Vec<&str> = result["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        tools.sort_unstable();
+        assert_eq!(tools, ["admin_ping", "echo", "whoami"]);
+
+        // whoami: the token the server verified, as the tool saw it.
+        let who: Value = serde_json::from_str(&text_of(&result, "whoami")).unwrap();
+        assert_eq!(who["sub"], "e2e-user");
+        assert_eq!(who["client_id"], result["clientId"]);
+        assert!(result["clientId"].is_string());
+        assert!(who["scopes"].as_array().unwrap().iter().any(|s| s == "mcp:read"), "{who}");
+        assert_eq!(who["aud"], serde_json::json!([mcp_url]));
+        assert_eq!(who["iss"], issuer);
+        assert_eq!(text_of(&result, "echo"), "hello");
+
+        // admin_ping needs mcp:admin: a 403 step-up challenge at the HTTP layer.
+        assert!(result["calls"]["admin_ping"]["error"].is_string(), "{}", result["calls"]["admin_ping"]);
+        assert_eq!(result["adminPingRaw"]["status"], 403);
+        let header = result["adminPingRaw"]["wwwAuthenticate"].as_str().expect("www-authenticate on the 403");
+        let parsed = challenge::parse(header).unwrap();
+        let [bearer] = parsed.as_slice() else { panic!("one challenge expected: {header}") };
+        assert!(bearer.scheme().eq_ignore_ascii_case("bearer"));
+        assert_eq!(bearer.param("error"), Some("insufficient_scope"));
+        assert_eq!(bearer.param("scope"), Some("mcp:admin"));
+        assert_eq!(bearer.param("resource_metadata"), Some(metadata_url.as_str()));
+
+        // L01: stop the server so its log is complete, then look for every secret in it.
+        let logs = server.stop().await;
+        drop(provider);
+        let secrets: Value = serde_json::from_slice(&std::fs::read(&secrets_path).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&secrets_path);
+        let mut values: Vec<&str> = vec![
+            secrets["accessToken"].as_str().expect("access token in the secrets file"),
+            secrets["codeVerifier"].as_str().expect("code verifier in the secrets file"),
+        ];
+        for list in ["authorizationCodes", "accessTokens", "codeVerifiers", "refreshTokens"] {
+            values.extend(secrets[list].as_array().into_iter().flatten().filter_map(Value::as_str));
+        }
+        assert!(!secrets["authorizationCodes"].as_array().unwrap().is_empty(), "no code captured");
+        assert!(logs.contains(" TRACE "), "the server did not log at TRACE level:\n{logs}");
+        for secret in values {
+            assert!(secret.len() >= 16, "implausible secret");
+            assert!(!logs.contains(secret), "a secret ({}…) appears in the server logs", &secret[..6]);
+        }
+    })
+    .await
+    .expect("the end-to-end test exceeded its deadline");
+}
+
+/// The `--insecure-no-auth` baseline serves the same tools to the SDK without any token.
+#[tokio::test]
+async fn insecure_no_auth_baseline_answers_without_token() {
+    let mcp_server = prerequisites().await;
+    tokio::time::timeout(WHOLE_TEST, async {
+        let mut server = Proc::spawn(
+            "mcp_server",
+            Command::new(&mcp_server).args(["--bind", "127.0.0.1:0", "--insecure-no-auth", "--exit-on-stdin-eof"]),
+        );
+        let line = server.first_line().await.unwrap_or_else(|| panic!("no address:\n{}", server.output()));
+        let mcp_url = line.strip_prefix("listening on ").unwrap().to_owned();
+        assert!(server.output().contains("WARNING: --insecure-no-auth"), "{}", server.output());
+
+        let args = ["--no-auth", "--call", "whoami", "--call", "echo", "--call", "admin_ping", mcp_url.as_str()];
+        let result = run_client(&args, &server).await;
+        assert_eq!(result["trace"][0], format!("POST {mcp_url} -> 200"), "no challenge: {}", result["trace"]);
+        assert_eq!(result["authorizations"], serde_json::json!([]));
+        let mut tools: Vec<&str> = result["tools"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        tools.sort_unstable();
+        assert_eq!(tools, ["admin_ping", "echo", "whoami"]);
+        assert_eq!(text_of(&result, "whoami"), "null");
+        assert_eq!(text_of(&result, "echo"), "hello");
+        assert_eq!(text_of(&result, "admin_ping"), "pong");
+        assert_eq!(result["adminPingRaw"]["status"], 200);
+        server.stop().await;
+    })
+    .await
+    .expect("the end-to-end test exceeded its deadline");
+}
