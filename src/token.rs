@@ -30,6 +30,12 @@ impl BearerToken {
         is_token68(bytes).then_some(Self { value, start })
     }
 
+    /// Wraps a header value already checked to hold a `token68` from `start` on.
+    pub(crate) fn from_checked_header(value: HeaderValue, start: usize) -> Self {
+        debug_assert!(is_token68(&value.as_bytes()[start..]));
+        Self { value, start }
+    }
+
     /// A token given directly (for tests, or verifiers called outside the layers).
     pub fn new(token: &str) -> Option<Self> {
         Self::from_header(HeaderValue::from_str(token).ok()?, 0)
@@ -58,9 +64,21 @@ impl fmt::Debug for BearerToken {
     }
 }
 
+/// The `token68` body characters (without the trailing `=`), as a lookup table.
+const TOKEN68: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        i += 1;
+    }
+    t
+};
+
 /// RFC 6750 §2.1: `token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 pub(crate) fn is_token68(bytes: &[u8]) -> bool {
-    let body = bytes.iter().take_while(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(b)).count();
+    let body = bytes.iter().take_while(|b| TOKEN68[usize::from(**b)]).count();
     body > 0 && bytes[body..].iter().all(|b| *b == b'=')
 }
 

@@ -48,7 +48,7 @@ pub fn parse_authorization(headers: &HeaderMap, max_token_len: usize) -> Result<
             if token.is_empty() || token.len() > max_token_len || !is_token68(token) {
                 return Err(ParseError::Malformed);
             }
-            BearerToken::from_header(value.clone(), start).ok_or(ParseError::Malformed)
+            Ok(BearerToken::from_checked_header(value.clone(), start))
         }
         // Another scheme whose name starts with "bearer" ("Bearerx").
         Some(b) if b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b) => Err(ParseError::Missing),

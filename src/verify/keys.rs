@@ -30,16 +30,91 @@ const MAX_RSA_BITS: usize = 16384;
 pub(crate) struct VerifyingKey {
     pub(crate) kid: Option<Box<str>>,
     pub(crate) alg: Algorithm,
-    key: DecodingKey,
+    key: Material,
+}
+
+/// The key in the form verification uses.
+#[derive(Clone)]
+enum Material {
+    /// Parsed once, at load time (aws-lc-rs): no per-request key setup.
+    #[cfg(feature = "aws_lc_rs")]
+    Parsed(std::sync::Arc<aws_lc_rs::signature::ParsedPublicKey>),
+    /// Handed to jsonwebtoken's backend on each verification (HMAC secrets, RustCrypto).
+    Decoding(DecodingKey),
 }
 
 impl VerifyingKey {
+    fn new(kid: Option<Box<str>>, alg: Algorithm, key: DecodingKey) -> Self {
+        Self { kid, alg, key: Material::Decoding(key) }
+    }
+
+    /// Parses an asymmetric key once, where the backend allows it. `raw` is (n, e) for RSA,
+    /// the SEC1 point for EC, the 32-byte key for Ed25519.
+    #[cfg(feature = "aws_lc_rs")]
+    fn parsed(kid: Option<Box<str>>, alg: Algorithm, raw: RawKey<'_>, fallback: DecodingKey) -> Self {
+        use aws_lc_rs::signature as sig;
+        let parsed = match (alg, raw) {
+            (_, RawKey::Rsa { n, e }) => {
+                let params: &'static sig::RsaParameters = match alg {
+                    Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                    Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                    Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                    Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                    Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+                    Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+                    _ => return Self::new(kid, alg, fallback),
+                };
+                sig::RsaPublicKeyComponents { n, e }.to_parsed_public_key(params).ok()
+            }
+            (Algorithm::ES256, RawKey::Bytes(b)) => sig::ParsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, b).ok(),
+            (Algorithm::ES384, RawKey::Bytes(b)) => sig::ParsedPublicKey::new(&sig::ECDSA_P384_SHA384_FIXED, b).ok(),
+            (Algorithm::EdDSA, RawKey::Bytes(b)) => sig::ParsedPublicKey::new(&sig::ED25519, b).ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(p) => Self { kid, alg, key: Material::Parsed(std::sync::Arc::new(p)) },
+            None => Self::new(kid, alg, fallback),
+        }
+    }
+
+    #[cfg(not(feature = "aws_lc_rs"))]
+    fn parsed(kid: Option<Box<str>>, alg: Algorithm, _raw: RawKey<'_>, fallback: DecodingKey) -> Self {
+        Self::new(kid, alg, fallback)
+    }
+
     /// Checks `signature` (base64url) over `message`.
     pub(crate) fn verify(&self, message: &[u8], signature_b64: &str) -> bool {
-        let Ok(signature) = B64.decode(signature_b64) else { return false };
-        let Ok(verifier) = (PROVIDER.verifier_factory)(&self.alg.to_jwt(), &self.key) else { return false };
-        verifier.verify(message, &signature).is_ok()
+        // 512 bytes covers RSA-4096 signatures without a heap allocation.
+        let mut buf = [0u8; 512];
+        let heap;
+        let signature: &[u8] = match B64.decode_slice(signature_b64, &mut buf) {
+            Ok(n) => &buf[..n],
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => match B64.decode(signature_b64) {
+                Ok(v) => {
+                    heap = v;
+                    &heap
+                }
+                Err(_) => return false,
+            },
+            Err(_) => return false,
+        };
+        match &self.key {
+            #[cfg(feature = "aws_lc_rs")]
+            Material::Parsed(key) => key.verify_sig(message, signature).is_ok(),
+            Material::Decoding(key) => {
+                let Ok(verifier) = (PROVIDER.verifier_factory)(&self.alg.to_jwt(), key) else { return false };
+                verifier.verify(message, &signature.to_vec()).is_ok()
+            }
+        }
     }
+}
+
+/// Public key bytes for parsing once.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "aws_lc_rs"), allow(dead_code))]
+enum RawKey<'a> {
+    Rsa { n: &'a [u8], e: &'a [u8] },
+    Bytes(&'a [u8]),
 }
 
 /// A set of verification keys, each bound to one algorithm.
@@ -85,30 +160,32 @@ impl KeySet {
     /// `alg` only, under an optional `kid`.
     pub fn from_pem(pem: &[u8], alg: Algorithm, kid: Option<&str>) -> Result<Self, ConfigError> {
         let bad = |what: &str| ConfigError::new(ConfigErrorKind::InvalidKey, format!("PEM key: {what}"));
-        let key = match alg.family() {
+        let public = match alg.family() {
             Family::Rsa => {
                 let der = DecodingKey::from_rsa_pem(pem).map_err(|_| bad("not an RSA public key"))?;
                 let der = der.try_get_as_bytes().map_err(|_| bad("not an RSA public key"))?;
                 let (n, e) = (PROVIDER.key_utils.rsa_pub_components_from_public_key)(der)
                     .map_err(|_| bad("not an RSA public key"))?;
-                rsa_key(&n, &e).map_err(bad)?
+                let (n, e) = check_rsa(&n, &e).map_err(bad)?;
+                Public::Rsa { n, e }
             }
             Family::P256 | Family::P384 => {
                 let k = DecodingKey::from_ec_pem(pem).map_err(|_| bad("not an EC public key"))?;
                 let point = k.try_get_as_bytes().map_err(|_| bad("not an EC public key"))?;
                 check_ec_point(alg.family(), point).map_err(bad)?;
-                k
+                Public::Point(point.to_vec())
             }
             Family::Ed25519 => {
                 let k = DecodingKey::from_ed_pem(pem).map_err(|_| bad("not an Ed25519 public key"))?;
-                if k.try_get_as_bytes().map(<[u8]>::len).ok() != Some(32) {
+                let x = k.try_get_as_bytes().map_err(|_| bad("not an Ed25519 public key"))?;
+                if x.len() != 32 {
                     return Err(bad("not an Ed25519 public key"));
                 }
-                k
+                Public::Ed25519(x.to_vec())
             }
             Family::Hmac => return Err(bad("HMAC keys are not PEM; use KeySet::dangerous_hmac_secret")),
         };
-        Ok(Self::from_keys(vec![VerifyingKey { kid: kid.map(Into::into), alg, key }]))
+        Ok(Self::from_keys(vec![public.into_key(kid.map(Into::into), alg)]))
     }
 
     /// A shared HMAC secret. Dangerous: anyone who can verify can also mint tokens, so use it
@@ -128,7 +205,7 @@ impl KeySet {
                 format!("{alg} secret must be at least {min} bytes"),
             ));
         }
-        Ok(Self::from_keys(vec![VerifyingKey { kid: kid.map(Into::into), alg, key: DecodingKey::from_secret(secret) }]))
+        Ok(Self::from_keys(vec![Public::Secret(secret.to_vec()).into_key(kid.map(Into::into), alg)]))
     }
 
     /// Parses a JWKS document of shared HMAC secrets (`oct` keys, each with an `HS*` `alg` and
@@ -295,8 +372,11 @@ pub(crate) fn parse_jwk(obj: &Map<String, Value>, allowed: &[Algorithm]) -> Resu
     };
     let kid = str_field(obj, "kid")?.map(Into::into);
 
-    let (family, key) = match kty {
-        "RSA" => (Family::Rsa, rsa_key(&b64_field(obj, "n")?, &b64_field(obj, "e")?)?),
+    let (family, public) = match kty {
+        "RSA" => {
+            let (n, e) = check_rsa(&b64_field(obj, "n")?, &b64_field(obj, "e")?)?;
+            (Family::Rsa, Public::Rsa { n, e })
+        }
         "EC" => {
             let family = match str_field(obj, "crv")? {
                 Some("P-256") => Family::P256,
@@ -309,8 +389,7 @@ pub(crate) fn parse_jwk(obj: &Map<String, Value>, allowed: &[Algorithm]) -> Resu
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
             check_ec_point(family, &point)?;
-            // The uncompressed SEC1 point is what both backends read for EC keys.
-            (family, DecodingKey::from_ec_der(&point))
+            (family, Public::Point(point))
         }
         "OKP" => {
             if str_field(obj, "crv")? != Some("Ed25519") {
@@ -320,7 +399,7 @@ pub(crate) fn parse_jwk(obj: &Map<String, Value>, allowed: &[Algorithm]) -> Resu
             if x.len() != 32 {
                 return Err("Ed25519 key must be 32 bytes");
             }
-            (Family::Ed25519, DecodingKey::from_ed_der(&x))
+            (Family::Ed25519, Public::Ed25519(x))
         }
         "oct" => {
             let k = b64_field(obj, "k")?;
@@ -336,7 +415,7 @@ pub(crate) fn parse_jwk(obj: &Map<String, Value>, allowed: &[Algorithm]) -> Resu
             if k.len() < min {
                 return Err("HMAC key too short");
             }
-            (Family::Hmac, DecodingKey::from_secret(&k))
+            (Family::Hmac, Public::Secret(k))
         }
         _ => return Err("unsupported kty"),
     };
@@ -355,10 +434,38 @@ pub(crate) fn parse_jwk(obj: &Map<String, Value>, allowed: &[Algorithm]) -> Resu
     if !allowed.contains(&alg) {
         return Err("algorithm not allowed");
     }
-    Ok(VerifyingKey { kid, alg, key })
+    Ok(public.into_key(kid, alg))
 }
 
-fn rsa_key(n: &[u8], e: &[u8]) -> Result<DecodingKey, &'static str> {
+/// Checked key material, before it is bound to an algorithm.
+enum Public {
+    /// Modulus and exponent, big-endian without leading zeros.
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    /// An uncompressed SEC1 point (what both backends read for EC keys).
+    Point(Vec<u8>),
+    Ed25519(Vec<u8>),
+    Secret(Vec<u8>),
+}
+
+impl Public {
+    fn into_key(self, kid: Option<Box<str>>, alg: Algorithm) -> VerifyingKey {
+        match self {
+            Public::Rsa { n, e } => {
+                let fallback = DecodingKey::from_rsa_raw_components(&n, &e);
+                VerifyingKey::parsed(kid, alg, RawKey::Rsa { n: &n, e: &e }, fallback)
+            }
+            Public::Point(p) => VerifyingKey::parsed(kid, alg, RawKey::Bytes(&p), DecodingKey::from_ec_der(&p)),
+            Public::Ed25519(x) => VerifyingKey::parsed(kid, alg, RawKey::Bytes(&x), DecodingKey::from_ed_der(&x)),
+            Public::Secret(k) => VerifyingKey::new(kid, alg, DecodingKey::from_secret(&k)),
+        }
+    }
+}
+
+/// Checks an RSA public key and returns (n, e) without leading zeros.
+fn check_rsa(n: &[u8], e: &[u8]) -> Result<(Vec<u8>, Vec<u8>), &'static str> {
     let n = strip_zeros(n);
     let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
     if bits < MIN_RSA_BITS {
@@ -381,7 +488,7 @@ fn rsa_key(n: &[u8], e: &[u8]) -> Result<DecodingKey, &'static str> {
     if has_roca_fingerprint(n) {
         return Err("RSA key generated by a ROCA-vulnerable library (CVE-2017-15361)");
     }
-    Ok(DecodingKey::from_rsa_raw_components(n, e))
+    Ok((n.to_vec(), e.to_vec()))
 }
 
 /// The ROCA fingerprint (Nemec et al., CCS 2017): moduli from the affected Infineon library
@@ -488,13 +595,13 @@ mod tests {
             n[255] |= 1;
             n
         };
-        assert!(rsa_key(&n2048, &[1, 0, 1]).is_ok());
-        assert!(rsa_key(&n2048[..128], &[1, 0, 1]).is_err(), "1024-bit modulus");
-        assert!(rsa_key(&n2048, &[1]).is_err(), "e = 1");
-        assert!(rsa_key(&n2048, &[2]).is_err(), "even e");
+        assert!(check_rsa(&n2048, &[1, 0, 1]).is_ok());
+        assert!(check_rsa(&n2048[..128], &[1, 0, 1]).is_err(), "1024-bit modulus");
+        assert!(check_rsa(&n2048, &[1]).is_err(), "e = 1");
+        assert!(check_rsa(&n2048, &[2]).is_err(), "even e");
         let mut even = n2048.clone();
         even[255] &= 0xFE;
-        assert!(rsa_key(&even, &[1, 0, 1]).is_err());
+        assert!(check_rsa(&even, &[1, 0, 1]).is_err());
     }
 
     #[test]
