@@ -8,6 +8,11 @@
 //! With rmcp, take `AccessToken` as a `#[tool]` parameter: rmcp copies each HTTP request's
 //! `http::request::Parts` into the tool's context, and the extractor reads the token verified
 //! for that very request.
+//!
+//! Browser-based clients can read a 401 or 403 challenge only if the protected route answers
+//! CORS requests: put a CORS layer (for example tower-http's `CorsLayer`) *outside* the auth
+//! layers, so preflights need no token, and expose `WWW-Authenticate` (and, for MCP,
+//! `Mcp-Session-Id`). The metadata service answers CORS itself.
 
 #[cfg(feature = "axum")]
 mod axum_impl {
@@ -71,7 +76,3 @@ mod rmcp_impl {
         }
     }
 }
-
-#[cfg(any(feature = "axum", feature = "rmcp"))]
-#[allow(unused_imports)]
-use crate::token::AccessToken;

@@ -5,31 +5,27 @@
 //!
 //! Needs Node.js 20+ and npm; the Node dependencies are installed with `npm ci` on first use.
 
+mod support;
+
 use std::fs::OpenOptions;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::task::JoinHandle;
+use support::process::{Proc, example, output_within, wait_blocking};
+use tokio::process::Command;
 use tower_mcp_auth::challenge;
 
 const E2E_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
 /// Everything after the builds: start both servers, sign in, call the tools, stop.
 const WHOLE_TEST: Duration = Duration::from_secs(120);
-/// Time for a process to print its `listening on` line.
-const STARTUP: Duration = Duration::from_secs(30);
 /// Time for the client driver (its own hard limit is 60 s).
 const CLIENT: Duration = Duration::from_secs(75);
-/// Time for the MCP server to stop once its stdin is closed.
-const STOP: Duration = Duration::from_secs(15);
-/// Time for `npm ci` and for `cargo build --example mcp_server`.
+/// Time for `npm ci`.
 const INSTALL: Duration = Duration::from_secs(600);
-const BUILD: Duration = Duration::from_secs(900);
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites: the Node dependencies and the example binary.
@@ -67,8 +63,8 @@ fn ensure_node_modules() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run npm (Node.js 20+ and npm are needed): {e}"));
-        let (ok, log) = wait_blocking(child, INSTALL, "npm ci");
-        assert!(ok && installed(), "npm ci failed:\n{log}");
+        let log = wait_blocking(child, INSTALL, "npm ci").unwrap_or_else(|e| panic!("npm ci failed:\n{e}"));
+        assert!(installed(), "npm ci failed:\n{log}");
     });
 }
 
@@ -107,136 +103,19 @@ impl Drop for LockFile {
     }
 }
 
-/// Waits for a std child whose stderr is piped, killing it after `deadline`.
-fn wait_blocking(mut child: std::process::Child, deadline: Duration, what: &str) -> (bool, String) {
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        let _ = tx.send(text);
-    });
-    // stderr ends when the process exits.
-    let Ok(text) = rx.recv_timeout(deadline) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{what} did not finish within {deadline:?}");
-    };
-    let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-    (ok, text)
-}
-
-/// The mcp_server example, built on first use (`cargo test --test e2e_oidc` builds no examples).
-fn mcp_server_binary() -> PathBuf {
-    static BUILT: OnceLock<(bool, String)> = OnceLock::new();
-    let (ok, log) = BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let child = std::process::Command::new(cargo)
-            .args(["build", "--all-features", "--example", "mcp_server"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot run cargo");
-        wait_blocking(child, BUILD, "cargo build --example mcp_server")
-    });
-    assert!(ok, "building examples/mcp_server failed:\n{log}");
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    debug.join("examples").join(format!("mcp_server{}", std::env::consts::EXE_SUFFIX))
-}
-
+/// The Node dependencies, and the mcp_server example binary, built on first use
+/// (`cargo test --test e2e_oidc` builds no examples).
 async fn prerequisites() -> PathBuf {
     tokio::task::spawn_blocking(|| {
         ensure_node_modules();
-        mcp_server_binary()
+        example("mcp_server")
     })
     .await
     .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
-// Child processes.
-
-/// A long-running child whose stdout and stderr are collected into one buffer. Killed on drop;
-/// the servers here also exit when their stdin closes, so a test process that dies cannot
-/// leave them behind.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    output: Arc<Mutex<Vec<u8>>>,
-    readers: Vec<JoinHandle<()>>,
-    first_line: Option<tokio::sync::oneshot::Receiver<String>>,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let (line_tx, line_rx) = tokio::sync::oneshot::channel();
-        let stdout = child.stdout.take().unwrap();
-        let sink = output.clone();
-        let out_reader = tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            let mut first = Some(line_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().extend_from_slice(format!("{line}\n").as_bytes());
-                if let Some(tx) = first.take() {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let err_reader = tokio::spawn(collect(child.stderr.take().unwrap(), output.clone()));
-        Self {
-            name,
-            stdin: child.stdin.take(),
-            child,
-            output,
-            readers: vec![out_reader, err_reader],
-            first_line: Some(line_rx),
-        }
-    }
-
-    /// The first stdout line, or `None` if the process ended without printing one.
-    async fn first_line(&mut self) -> Option<String> {
-        let rx = self.first_line.take()?;
-        match tokio::time::timeout(STARTUP, rx).await {
-            Ok(Ok(line)) => Some(line),
-            Ok(Err(_)) => None,
-            Err(_) => panic!("{} printed nothing within {STARTUP:?}:\n{}", self.name, self.output()),
-        }
-    }
-
-    fn output(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
-    }
-
-    /// Closes stdin and waits (bounded) for the process to exit and its output to be read.
-    async fn stop(mut self) -> String {
-        drop(self.stdin.take());
-        let exited = tokio::time::timeout(STOP, self.child.wait()).await;
-        assert!(matches!(exited, Ok(Ok(_))), "{} did not exit after stdin closed:\n{}", self.name, self.output());
-        for reader in self.readers.drain(..) {
-            let _ = tokio::time::timeout(STOP, reader).await;
-        }
-        self.output()
-    }
-}
-
-async fn collect(mut pipe: impl AsyncRead + Unpin, sink: Arc<Mutex<Vec<u8>>>) {
-    let mut buf = [0u8; 8192];
-    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
-        sink.lock().unwrap().extend_from_slice(&buf[..n]);
-    }
-}
+// Child processes (the servers are `support::process::Proc`s).
 
 /// A port that was free a moment ago (the resource URL must be known before the server starts).
 fn free_port() -> u16 {
@@ -251,18 +130,7 @@ fn node(script: &str) -> Command {
 
 /// Runs `mcp-client.mjs` and returns its JSON result (asserting `ok`).
 async fn run_client(args: &[&str], server: &Proc) -> Value {
-    let child = node("mcp-client.mjs")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("cannot start node mcp-client.mjs");
-    let out = tokio::time::timeout(CLIENT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("mcp-client.mjs did not finish within {CLIENT:?}"))
-        .unwrap();
+    let out = output_within(node("mcp-client.mjs").args(args), CLIENT, "node mcp-client.mjs").await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let result: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
         panic!("mcp-client.mjs printed no JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr))

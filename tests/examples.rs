@@ -7,147 +7,63 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use support::idp::MockIdp;
+use support::process::{Proc, example};
 use support::{TestKey, claims, with};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::Command;
 use tower_mcp_auth::challenge;
 
-/// Time for an example to print its `listening on` line.
-const STARTUP: Duration = Duration::from_secs(30);
 /// Time for one HTTP or gRPC exchange.
 const EXCHANGE: Duration = Duration::from_secs(15);
-/// Time for `cargo build` of the examples (a cold build of their dependencies included).
-const BUILD: Duration = Duration::from_secs(900);
 
 // ---------------------------------------------------------------------------------------------
 // Starting examples.
 
-/// The built example `name`: target/debug/deps/<this test> → target/debug/examples/<name>.
-fn example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(e) = BUILT.get_or_init(build_examples) {
-        panic!("building the examples failed:\n{e}");
-    }
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap().join("examples");
-    dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
-}
-
-fn build_examples() -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut child = std::process::Command::new(cargo)
-        .args(["build", "--all-features", "--example", "axum", "--example", "hyper"])
-        .args(["--example", "tonic", "--example", "mcp_server"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        let _ = tx.send(text);
-    });
-    // stderr ends when cargo exits.
-    let Ok(text) = rx.recv_timeout(BUILD) else {
-        let _ = child.kill();
-        return Err(format!("cargo build did not finish within {BUILD:?}"));
-    };
-    let status = child.wait().map_err(|e| e.to_string())?;
-    if status.success() { Ok(()) } else { Err(text) }
-}
-
-/// A running example. Dropping it kills the process (and closing its stdin ends it as well:
-/// every example here runs with `--exit-on-stdin-eof`).
+/// A running example (a `support::process::Proc`): killed on drop, and closing its stdin ends
+/// it as well, since every example here runs with `--exit-on-stdin-eof`.
 struct Running {
-    child: Child,
-    _stdin: ChildStdin,
+    proc: Proc,
     addr: SocketAddr,
-    stderr: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Running {
+    /// Starts example `name` on `127.0.0.1:0` and reads its address from its first line,
+    /// `listening on http://ADDR` (`http://ADDR/mcp` for mcp_server).
     async fn start(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(example(name))
-            .args(["--bind", "127.0.0.1:0", "--exit-on-stdin-eof"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
-        let stdin = child.stdin.take().unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut err_pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 8192];
-            while let Ok(n @ 1..) = err_pipe.read(&mut buf).await {
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(STARTUP, lines.next_line()).await;
-        let line = match first {
-            Ok(Ok(Some(line))) => line,
-            other => {
-                let log = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
-                panic!("example {name} did not print its address ({other:?}); stderr:\n{log}");
-            }
-        };
-        // Keep draining stdout so the example never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let mut proc = Proc::spawn(
+            format!("example {name}"),
+            Command::new(example(name)).args(["--bind", "127.0.0.1:0", "--exit-on-stdin-eof"]).args(args),
+        );
+        let line = proc
+            .first_line()
+            .await
+            .unwrap_or_else(|| panic!("example {name} did not print its address; output:\n{}", proc.output()));
         let addr = line
             .strip_prefix("listening on http://")
             .map(|rest| rest.trim_end_matches("/mcp"))
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from {name}: {line:?}"));
-        Self { child, _stdin: stdin, addr, stderr }
+        Self { proc, addr }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Everything the example printed so far: its logs (stderr) and its stdout.
     fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+        self.proc.output()
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-/// Runs an example that is expected to exit at once; returns its status code and stderr.
+/// Runs example `name`, expected to exit at once; returns its status code and stderr.
 async fn run_to_exit(name: &str, args: &[&str]) -> (Option<i32>, String) {
-    let child = Command::new(example(name))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let out = tokio::time::timeout(STARTUP, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{name} {args:?} did not exit"))
-        .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    support::process::run_to_exit(example(name), args).await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -394,3 +394,31 @@ async fn cache_control_sets_the_key_lifetime() {
     verify(&v, &token).await.unwrap();
     assert_eq!(e.idp.jwks_hits(), 4);
 }
+
+// C11 with real certificates: a trusted CA works, and an unknown CA, a certificate for another
+// host or a self-signed certificate all fail without any insecure fallback.
+#[tokio::test]
+async fn c11_tls_trusts_only_what_it_is_told_to() {
+    use support::tls::{TestCa, TlsFront, self_signed};
+    let e = env().await;
+    let ca = TestCa::new();
+    let token = e.token(&e.k1);
+    let build = |port: u16, trust: Option<&str>| {
+        let mut b = JwtVerifier::builder()
+            .issuer(Issuer::with_jwks_url(e.idp.issuer.clone(), format!("https://127.0.0.1:{port}/jwks")))
+            .audience(RESOURCE)
+            .fetch_timeout(Duration::from_secs(2));
+        if let Some(pem) = trust {
+            b = b.trust_root_certificate(pem.as_bytes().to_vec());
+        }
+        b.build().unwrap()
+    };
+    let good = TlsFront::start(ca.leaf(&["127.0.0.1", "localhost"]), e.idp.addr).await;
+    verify(&build(good.addr.port(), Some(&ca.pem)), &token).await.unwrap();
+    assert_unavailable(verify(&build(good.addr.port(), None), &token).await);
+    let wrong_host = TlsFront::start(ca.leaf(&["jwks.other.example"]), e.idp.addr).await;
+    assert_unavailable(verify(&build(wrong_host.addr.port(), Some(&ca.pem)), &token).await);
+    let selfish = TlsFront::start(self_signed(&["127.0.0.1"]), e.idp.addr).await;
+    assert_unavailable(verify(&build(selfish.addr.port(), Some(&ca.pem)), &token).await);
+    assert_eq!(e.idp.jwks_hits(), 1, "only the trusted server was ever read");
+}

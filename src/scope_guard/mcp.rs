@@ -99,10 +99,9 @@ mod tests {
 
     use super::*;
 
-    fn names(
-        body: &str,
-        headers: &[(&'static str, &'static str)],
-    ) -> Result<Vec<(Option<String>, Option<String>)>, BodyError> {
+    type Names = Vec<(Option<String>, Option<String>)>;
+
+    fn names(body: &str, headers: &[(&'static str, &'static str)]) -> Result<Names, BodyError> {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
             h.append(*k, HeaderValue::from_static(v));

@@ -57,7 +57,7 @@ struct Inner {
     http: HttpClient,
     cache: moka::future::Cache<CacheKey, AccessToken>,
     clock: SharedClock,
-    hash_key: [u8; 32],
+    hash_key: [u8; 64],
     retry_after: Duration,
 }
 
@@ -123,8 +123,8 @@ impl IntrospectionVerifier {
     }
 
     fn cache_key(&self, token: &str) -> CacheKey {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0.hash_key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        // A key of the hash's block size (64 bytes): the infallible constructor.
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new(&self.0.hash_key.into());
         mac.update(token.as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -223,7 +223,7 @@ impl IntrospectionVerifierBuilder {
         if self.audience.is_none() && !self.allow_missing_audience {
             return Err(ConfigError::new(ConfigErrorKind::Missing, "an audience (the resource URL) is required"));
         }
-        let mut hash_key = [0u8; 32];
+        let mut hash_key = [0u8; 64];
         getrandom::fill(&mut hash_key)
             .map_err(|_| ConfigError::new(ConfigErrorKind::Invalid, "no randomness for the cache key"))?;
         let cache = moka::future::Cache::builder()

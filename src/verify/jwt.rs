@@ -453,12 +453,6 @@ enum Step {
     Refresh(Arc<RemoteKeys>, Reason, u64),
 }
 
-/// A verified JWS: the payload bytes.
-#[cfg(test)]
-pub(crate) struct VerifiedJws {
-    pub(crate) payload: Vec<u8>,
-}
-
 impl Inner {
     /// Checks the header of a compact JWS and returns what verification needs from it.
     fn header<'b>(&self, header_bytes: &'b [u8]) -> Result<CheckedHeader<'b>, VerifyError> {
@@ -592,9 +586,10 @@ impl Inner {
         Ok(builder.claims(claims).build())
     }
 
-    /// Signature check only (no claims), with a static key set. For the Wycheproof vectors.
+    /// Signature check only (no claims), with a static key set; returns the payload. For the
+    /// Wycheproof vectors.
     #[cfg(test)]
-    pub(crate) fn verify_signature_only(&self, raw: &str) -> Result<VerifiedJws, VerifyError> {
+    pub(crate) fn verify_signature_only(&self, raw: &str) -> Result<Vec<u8>, VerifyError> {
         let jws = split(raw)?;
         let header_bytes = B64.decode(jws.header).map_err(|_| VerifyError::invalid_token("header encoding"))?;
         let CheckedHeader { alg, kid, .. } = self.header(&header_bytes)?;
@@ -608,13 +603,13 @@ impl Inner {
         if !key.verify(jws.signing_input.as_bytes(), jws.signature) {
             return Err(VerifyError::invalid_token("signature"));
         }
-        Ok(VerifiedJws { payload })
+        Ok(payload)
     }
 }
 
 impl JwtVerifier {
     #[cfg(test)]
-    pub(crate) fn verify_signature_only(&self, raw: &str) -> Result<VerifiedJws, VerifyError> {
+    pub(crate) fn verify_signature_only(&self, raw: &str) -> Result<Vec<u8>, VerifyError> {
         self.0.verify_signature_only(raw)
     }
 }

@@ -240,10 +240,10 @@ async fn introspect(AxState((shared, _)): St, headers: HeaderMap, body: Bytes) -
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Some(auth) = required_auth {
-        if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(auth.as_str()) {
-            return StatusCode::UNAUTHORIZED.into_response();
-        }
+    if let Some(auth) = required_auth
+        && headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(auth.as_str())
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
     }
     if status != 200 {
         return StatusCode::from_u16(status).unwrap().into_response();

@@ -4,7 +4,9 @@
 
 pub mod idp;
 pub mod keys;
+pub mod process;
 pub mod stack;
+pub mod tls;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
