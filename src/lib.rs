@@ -74,6 +74,7 @@ pub mod resource;
 pub mod scope;
 pub mod scope_guard;
 pub mod session;
+pub mod store;
 pub mod token;
 pub mod verify;
 
