@@ -73,9 +73,11 @@ pub mod reject;
 pub mod resource;
 pub mod scope;
 pub mod scope_guard;
+pub mod server;
 pub mod session;
 pub mod store;
 pub mod token;
+pub mod upstream;
 pub mod verify;
 
 pub use bearer::BearerAuthLayer;

@@ -90,7 +90,7 @@ impl MemoryStore {
         let mut inner = self.lock();
         if write {
             inner.writes += 1;
-            if inner.writes % PURGE_EVERY == 0 {
+            if inner.writes.is_multiple_of(PURGE_EVERY) {
                 inner.map.retain(|_, e| e.expires_at.is_none_or(|t| t > now));
             }
         }

@@ -63,6 +63,12 @@ pub(crate) struct Fetched {
     pub(crate) headers: HeaderMap,
 }
 
+/// An answer of any status (see [`HttpClient::post_form_any_status`]).
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Bytes,
+}
+
 impl HttpClient {
     pub(crate) fn new(opts: &HttpOptions) -> Result<Self, ConfigError> {
         let mut builder = reqwest::Client::builder()
@@ -97,12 +103,49 @@ impl HttpClient {
         self.send(req).await
     }
 
+    /// A GET with `Authorization: Bearer` (e.g. an OpenID Connect userinfo request), JSON
+    /// accepted. Only a 200 answer is a success.
+    pub(crate) async fn get_with_bearer(&self, url: &Url, token: &str) -> Result<Fetched, FetchError> {
+        if !self.url_allowed(url) {
+            return Err(FetchError::Insecure);
+        }
+        // `bearer_auth` marks the header value sensitive.
+        let req = self.client.get(url.clone()).header(http::header::ACCEPT, "application/json").bearer_auth(token);
+        self.send(req).await
+    }
+
     pub(crate) async fn post_form(
         &self,
         url: &Url,
         form: &[(&str, &str)],
         basic: Option<(&str, &str)>,
     ) -> Result<Fetched, FetchError> {
+        let req = self.form_request(url, form, basic)?;
+        self.send(req).await
+    }
+
+    /// Like [`post_form`](Self::post_form), but any status is an answer (with its capped
+    /// body), so that callers can read OAuth error responses. Redirects are still not
+    /// followed: a 3xx is returned as such.
+    pub(crate) async fn post_form_any_status(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Result<Answer, FetchError> {
+        let req = self.form_request(url, form, basic)?;
+        let res = req.send().await.map_err(|_| FetchError::Transport)?;
+        let status = res.status().as_u16();
+        let body = self.read_capped(res).await?;
+        Ok(Answer { status, body })
+    }
+
+    fn form_request(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Result<reqwest::RequestBuilder, FetchError> {
         if !self.url_allowed(url) {
             return Err(FetchError::Insecure);
         }
@@ -119,15 +162,22 @@ impl HttpClient {
             let (Ok(u), Ok(p)) = (enc(user), enc(pass)) else { return Err(FetchError::Transport) };
             req = req.basic_auth(u, Some(p));
         }
-        self.send(req).await
+        Ok(req)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Fetched, FetchError> {
-        let mut res = req.send().await.map_err(|_| FetchError::Transport)?;
+        let res = req.send().await.map_err(|_| FetchError::Transport)?;
         let status = res.status().as_u16();
         if status != 200 {
             return Err(FetchError::Status(status));
         }
+        let headers = res.headers().clone();
+        let body = self.read_capped(res).await?;
+        Ok(Fetched { body, headers })
+    }
+
+    /// Reads the body, failing as soon as it exceeds the cap.
+    async fn read_capped(&self, mut res: reqwest::Response) -> Result<Bytes, FetchError> {
         if res.content_length().is_some_and(|n| n > self.max_bytes as u64) {
             return Err(FetchError::TooLarge);
         }
@@ -138,7 +188,7 @@ impl HttpClient {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Fetched { body: body.freeze(), headers: res.headers().clone() })
+        Ok(body.freeze())
     }
 }
 

@@ -19,7 +19,7 @@ pub use super::claims::ScopeClaim;
 use super::claims::{self, parse_object};
 use super::http::{HttpClient, HttpOptions, url_allowed};
 use super::jwks::{JwksConfig, KeyState, Reason, RemoteKeys, Source};
-use super::keys::{B64, KeySet, Lookup, VerifyingKey};
+use super::keys::{B64, KeySet, Lookup, SharedKeySet, VerifyingKey};
 use crate::clock::{Clock, SharedClock};
 use crate::error::{ConfigError, ConfigErrorKind, VerifyError};
 use crate::resource::ProtectedResource;
@@ -43,6 +43,7 @@ enum IssuerKeys {
     Discover,
     Jwks(String),
     Static(KeySet),
+    Shared(SharedKeySet),
 }
 
 impl Issuer {
@@ -62,6 +63,11 @@ impl Issuer {
         Self { issuer: issuer.into(), keys: IssuerKeys::Static(keys) }
     }
 
+    /// An issuer whose keys can be replaced while the verifier runs (rotation).
+    pub fn with_shared_keys(issuer: impl Into<String>, keys: SharedKeySet) -> Self {
+        Self { issuer: issuer.into(), keys: IssuerKeys::Shared(keys) }
+    }
+
     /// The issuer identifier.
     pub fn issuer(&self) -> &str {
         &self.issuer
@@ -70,6 +76,7 @@ impl Issuer {
 
 enum Keys {
     Static(KeySet),
+    Shared(SharedKeySet),
     Remote(Arc<RemoteKeys>),
 }
 
@@ -350,6 +357,7 @@ impl JwtVerifierBuilder {
                     }
                     Keys::Static(set)
                 }
+                IssuerKeys::Shared(set) => Keys::Shared(set),
                 remote => {
                     let client = match &http {
                         Some(c) => c.clone(),
@@ -509,11 +517,8 @@ impl Inner {
         };
         let kid = kid.as_deref();
         let result = match &entry.keys {
-            Keys::Static(set) => match set.lookup(kid, alg) {
-                Lookup::Found(key) => self.finish(&jws, key, raw, claims),
-                Lookup::UnknownKid => Err(VerifyError::invalid_token("unknown kid")),
-                Lookup::Unusable => Err(VerifyError::invalid_token("no usable key for kid and alg")),
-            },
+            Keys::Static(set) => self.with_static(set, &jws, kid, alg, raw, claims),
+            Keys::Shared(set) => self.with_static(&set.load(), &jws, kid, alg, raw, claims),
             Keys::Remote(remote) => {
                 let snap = remote.snapshot();
                 match remote.check(&snap, kid, alg, may_refresh) {
@@ -525,6 +530,22 @@ impl Inner {
             }
         };
         Step::Done(result)
+    }
+
+    fn with_static(
+        &self,
+        set: &KeySet,
+        jws: &Compact<'_>,
+        kid: Option<&str>,
+        alg: Algorithm,
+        raw: &str,
+        claims: Map<String, Value>,
+    ) -> Result<AccessToken, VerifyError> {
+        match set.lookup(kid, alg) {
+            Lookup::Found(key) => self.finish(jws, key, raw, claims),
+            Lookup::UnknownKid => Err(VerifyError::invalid_token("unknown kid")),
+            Lookup::Unusable => Err(VerifyError::invalid_token("no usable key for kid and alg")),
+        }
     }
 
     fn finish(

@@ -156,6 +156,17 @@ impl KeySet {
         Ok(Self::from_keys(vec![key]))
     }
 
+    /// Parses public JWKs already in JSON form (used by the authorization server for its own
+    /// keys).
+    pub(crate) fn from_jwk_values(jwks: &[Value]) -> Self {
+        let keys = jwks
+            .iter()
+            .filter_map(|v| v.as_object())
+            .filter_map(|o| parse_jwk(o, &Algorithm::ASYMMETRIC).ok())
+            .collect();
+        Self::from_keys(keys)
+    }
+
     /// A public key in PEM form (SPKI `PUBLIC KEY`, or PKCS#1 `RSA PUBLIC KEY`), used with
     /// `alg` only, under an optional `kid`.
     pub fn from_pem(pem: &[u8], alg: Algorithm, kid: Option<&str>) -> Result<Self, ConfigError> {
@@ -311,6 +322,33 @@ impl KeySet {
                 }
             }
         }
+    }
+}
+
+/// A key set that can be replaced while verifiers use it (key rotation without rebuilding
+/// verifiers). Cloning shares the same set.
+#[derive(Clone)]
+pub struct SharedKeySet(std::sync::Arc<arc_swap::ArcSwap<KeySet>>);
+
+impl SharedKeySet {
+    /// Shares `keys`.
+    pub fn new(keys: KeySet) -> Self {
+        Self(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(keys)))
+    }
+
+    /// Replaces the keys for every verifier that uses this set.
+    pub fn replace(&self, keys: KeySet) {
+        self.0.store(std::sync::Arc::new(keys));
+    }
+
+    pub(crate) fn load(&self) -> arc_swap::Guard<std::sync::Arc<KeySet>> {
+        self.0.load()
+    }
+}
+
+impl fmt::Debug for SharedKeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self.0.load(), f)
     }
 }
 

@@ -17,16 +17,17 @@ use crate::token::{AccessToken, BearerToken};
 
 mod algorithm;
 mod claims;
-mod http;
+pub(crate) mod http;
 mod introspect;
 mod jwks;
 mod jwt;
 mod keys;
 
 pub use algorithm::Algorithm;
+pub(crate) use claims::{parse_object as claims_parse_object, resource_eq as claims_resource_eq};
 pub use introspect::{IntrospectionVerifier, IntrospectionVerifierBuilder};
 pub use jwt::{ClaimsMapper, Issuer, JwtFuture, JwtVerifier, JwtVerifierBuilder, ScopeClaim};
-pub use keys::KeySet;
+pub use keys::{KeySet, SharedKeySet};
 
 /// Checks bearer tokens.
 ///

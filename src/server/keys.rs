@@ -1,0 +1,276 @@
+//! The keys that sign the access tokens the authorization server issues: ES256, each with a
+//! `kid`, published as a JWKS, rotated with an overlap so tokens signed just before a rotation
+//! keep verifying.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+use bytes::Bytes;
+use jsonwebtoken::EncodingKey;
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::store::crypto::{EncryptionKeys, fill_random};
+use crate::verify::{KeySet, SharedKeySet};
+
+#[cfg(feature = "aws_lc_rs")]
+use jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER as PROVIDER;
+#[cfg(all(feature = "rust_crypto", not(feature = "aws_lc_rs")))]
+use jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER as PROVIDER;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+struct Key {
+    kid: String,
+    encoding: EncodingKey,
+    pkcs8: Vec<u8>,
+    public_jwk: Value,
+    created_at: i64,
+    /// Unix time after which the key is no longer published (it signs nothing any more).
+    retire_at: Option<i64>,
+}
+
+struct Ring {
+    /// The active (signing) key first.
+    keys: Vec<Key>,
+    jwks: Bytes,
+}
+
+/// The authorization server's token-signing keys.
+///
+/// The first key signs; the others stay published (and accepted) until they retire. Cloning
+/// shares the same ring, so a rotation is seen by every clone and by the verifier built from
+/// it.
+#[derive(Clone)]
+pub struct SigningKeys {
+    ring: Arc<ArcSwap<Ring>>,
+    public: SharedKeySet,
+}
+
+impl fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ring = self.ring.load();
+        f.debug_struct("SigningKeys").field("kids", &ring.keys.iter().map(|k| &k.kid).collect::<Vec<_>>()).finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Persisted {
+    keys: Vec<PersistedKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PersistedKey {
+    kid: String,
+    pkcs8: String,
+    created_at: i64,
+    retire_at: Option<i64>,
+}
+
+fn bad(message: &str) -> ConfigError {
+    ConfigError::new(ConfigErrorKind::InvalidKey, format!("signing key: {message}"))
+}
+
+impl Key {
+    fn generate(now: i64) -> Result<Self, ConfigError> {
+        // A uniformly random scalar; retried in the (astronomically unlikely) case it is out of range.
+        for _ in 0..8 {
+            let mut bytes = [0u8; 32];
+            fill_random(&mut bytes);
+            if let Ok(secret) = p256::SecretKey::from_bytes(&bytes.into()) {
+                let der = secret.to_pkcs8_der().map_err(|_| bad("cannot encode"))?;
+                return Self::from_pkcs8(der.as_bytes().to_vec(), None, now, None);
+            }
+        }
+        Err(bad("no valid key generated"))
+    }
+
+    fn from_pkcs8(
+        pkcs8: Vec<u8>,
+        kid: Option<String>,
+        created_at: i64,
+        retire_at: Option<i64>,
+    ) -> Result<Self, ConfigError> {
+        let secret = p256::SecretKey::from_pkcs8_der(&pkcs8).map_err(|_| bad("not a P-256 PKCS#8 private key"))?;
+        let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&secret.public_key(), false);
+        let (Some(x), Some(y)) = (point.x(), point.y()) else { return Err(bad("invalid public point")) };
+        let (x, y) = (B64.encode(x), B64.encode(y));
+        // RFC 7638 thumbprint as the default kid.
+        let kid = kid.unwrap_or_else(|| {
+            use sha2::Digest;
+            let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+            B64.encode(sha2::Sha256::digest(canonical.as_bytes()))
+        });
+        let public_jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"});
+        Ok(Self { kid, encoding: EncodingKey::from_ec_der(&pkcs8), pkcs8, public_jwk, created_at, retire_at })
+    }
+}
+
+impl Ring {
+    fn new(keys: Vec<Key>) -> Self {
+        let jwks = json!({ "keys": keys.iter().map(|k| k.public_jwk.clone()).collect::<Vec<_>>() });
+        Self { jwks: Bytes::from(jwks.to_string()), keys }
+    }
+
+    fn public(&self) -> KeySet {
+        KeySet::from_jwk_values(&self.keys.iter().map(|k| k.public_jwk.clone()).collect::<Vec<_>>())
+    }
+}
+
+impl SigningKeys {
+    fn from_ring(ring: Ring) -> Self {
+        let public = SharedKeySet::new(ring.public());
+        Self { ring: Arc::new(ArcSwap::from_pointee(ring)), public }
+    }
+
+    /// One fresh ES256 key.
+    pub fn generate() -> Result<Self, ConfigError> {
+        Ok(Self::from_ring(Ring::new(vec![Key::generate(crate::clock::Clock::unix_time(&crate::clock::SystemClock))?])))
+    }
+
+    /// An ES256 key from a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), with an optional `kid`
+    /// (default: its RFC 7638 thumbprint).
+    pub fn from_pkcs8_pem(pem: &str, kid: Option<&str>) -> Result<Self, ConfigError> {
+        let secret = p256::SecretKey::from_pkcs8_pem(pem).map_err(|_| bad("not a P-256 PKCS#8 PEM private key"))?;
+        let der = secret.to_pkcs8_der().map_err(|_| bad("cannot encode"))?;
+        let now = crate::clock::Clock::unix_time(&crate::clock::SystemClock);
+        Ok(Self::from_ring(Ring::new(vec![Key::from_pkcs8(der.as_bytes().to_vec(), kid.map(Into::into), now, None)?])))
+    }
+
+    /// The `kid` of the signing key.
+    pub fn active_kid(&self) -> String {
+        self.ring.load().keys.first().map(|k| k.kid.clone()).unwrap_or_default()
+    }
+
+    /// The published JWKS document.
+    pub fn jwks(&self) -> Bytes {
+        self.ring.load().jwks.clone()
+    }
+
+    /// The public keys, shared with verifiers (they see rotations).
+    pub fn public_keys(&self) -> SharedKeySet {
+        self.public.clone()
+    }
+
+    /// Makes a new key the signing key; the previous ones stay published for `overlap` (at
+    /// least the access-token lifetime plus leeway) and are then dropped by [`prune`](Self::prune).
+    pub fn rotate(&self, now: i64, overlap: Duration) -> Result<(), ConfigError> {
+        let fresh = Key::generate(now)?;
+        let current = self.ring.load();
+        let retire = now.saturating_add(i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX));
+        let mut keys = vec![fresh];
+        for k in &current.keys {
+            let retire_at = Some(k.retire_at.unwrap_or(retire).min(retire));
+            keys.push(Key::from_pkcs8(k.pkcs8.clone(), Some(k.kid.clone()), k.created_at, retire_at)?);
+        }
+        self.install(Ring::new(keys));
+        Ok(())
+    }
+
+    /// Drops keys whose overlap has ended.
+    pub fn prune(&self, now: i64) {
+        let current = self.ring.load();
+        if current.keys.iter().skip(1).all(|k| k.retire_at.is_none_or(|r| r > now)) {
+            return;
+        }
+        let keys = current
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| *i == 0 || k.retire_at.is_none_or(|r| r > now))
+            .filter_map(|(_, k)| Key::from_pkcs8(k.pkcs8.clone(), Some(k.kid.clone()), k.created_at, k.retire_at).ok())
+            .collect();
+        self.install(Ring::new(keys));
+    }
+
+    fn install(&self, ring: Ring) {
+        self.public.replace(ring.public());
+        self.ring.store(Arc::new(ring));
+    }
+
+    /// Signs `claims` as an RFC 9068 access token (`typ: at+jwt`).
+    pub(crate) fn sign(&self, claims: &Value) -> Result<String, ConfigError> {
+        let ring = self.ring.load();
+        let key = ring.keys.first().ok_or_else(|| bad("no signing key"))?;
+        let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid});
+        let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        let signer = (PROVIDER.signer_factory)(&jsonwebtoken::Algorithm::ES256, &key.encoding)
+            .map_err(|_| bad("cannot load for signing"))?;
+        let signature = signer.try_sign(input.as_bytes()).map_err(|_| bad("signing failed"))?;
+        Ok(format!("{input}.{}", B64.encode(signature)))
+    }
+
+    /// The keys sealed for storage (associated data `signing-keys`).
+    pub(crate) fn seal(&self, enc: &EncryptionKeys) -> Result<Vec<u8>, ConfigError> {
+        let ring = self.ring.load();
+        let persisted = Persisted {
+            keys: ring
+                .keys
+                .iter()
+                .map(|k| PersistedKey {
+                    kid: k.kid.clone(),
+                    pkcs8: B64.encode(&k.pkcs8),
+                    created_at: k.created_at,
+                    retire_at: k.retire_at,
+                })
+                .collect(),
+        };
+        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&persisted).map_err(|_| bad("cannot encode"))?);
+        enc.seal(&plain, b"signing-keys").map_err(|_| bad("cannot seal"))
+    }
+
+    /// Keys sealed by [`seal`](Self::seal).
+    pub(crate) fn open(sealed: &[u8], enc: &EncryptionKeys) -> Result<Self, ConfigError> {
+        let plain = zeroize::Zeroizing::new(enc.open(sealed, b"signing-keys").map_err(|_| {
+            ConfigError::new(
+                ConfigErrorKind::InvalidKey,
+                "the stored signing keys do not open with this encryption key (wrong key?)",
+            )
+        })?);
+        let persisted: Persisted = serde_json::from_slice(&plain).map_err(|_| bad("stored keys are corrupt"))?;
+        let keys = persisted
+            .keys
+            .into_iter()
+            .map(|k| {
+                let der = B64.decode(k.pkcs8).map_err(|_| bad("stored keys are corrupt"))?;
+                Key::from_pkcs8(der, Some(k.kid), k.created_at, k.retire_at)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(bad("no stored keys"));
+        }
+        Ok(Self::from_ring(Ring::new(keys)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_rotate_and_persist() {
+        let keys = SigningKeys::generate().unwrap();
+        let kid1 = keys.active_kid();
+        let token = keys.sign(&json!({"sub": "a"})).unwrap();
+        assert_eq!(token.split('.').count(), 3);
+        keys.rotate(1000, Duration::from_secs(600)).unwrap();
+        let kid2 = keys.active_kid();
+        assert_ne!(kid1, kid2);
+        let jwks: Value = serde_json::from_slice(&keys.jwks()).unwrap();
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+        keys.prune(1599);
+        assert_eq!(keys.public_keys().load().len(), 2);
+        keys.prune(1600);
+        assert_eq!(keys.public_keys().load().len(), 1);
+        let enc = EncryptionKeys::generate();
+        let sealed = keys.seal(&enc).unwrap();
+        let back = SigningKeys::open(&sealed, &enc).unwrap();
+        assert_eq!(back.active_kid(), kid2);
+        assert!(SigningKeys::open(&sealed, &EncryptionKeys::generate()).is_err());
+    }
+}

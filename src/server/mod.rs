@@ -1,0 +1,667 @@
+//! An OAuth 2.1 authorization server in front of your identity provider, as tower services:
+//! it registers MCP clients, runs the browser sign-in against the upstream provider, issues its
+//! own audience-bound access tokens and keeps the provider's tokens server-side, encrypted.
+//!
+//! Endpoints (paths under the issuer):
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `/.well-known/oauth-authorization-server` (path-inserted) and `/.well-known/openid-configuration` | RFC 8414 metadata |
+//! | `/jwks.json` | the keys that sign issued tokens |
+//! | `/register` | RFC 7591 dynamic client registration |
+//! | `/authorize` | the authorization endpoint (PKCE S256 only, exact redirect URIs, RFC 8707, RFC 9207) |
+//! | `/consent` | the consent form's target (CSRF token, bound to the browser) |
+//! | `/callback` | where the upstream provider returns the browser |
+//! | `/token` | authorization-code and refresh-token grants (rotation, reuse detection) |
+//! | `/revoke` | RFC 7009 |
+//! | `/dev-login` | the development login page (with [`DevLogin`](crate::upstream::DevLogin) only) |
+//!
+//! Each is a leaf service ([`Endpoint`], `Error = Infallible`);
+//! [`AuthorizationServer::service`] serves them all at those paths.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use tower_mcp_auth::ProtectedResource;
+//! use tower_mcp_auth::server::AuthorizationServer;
+//! use tower_mcp_auth::store::{MemoryStore, crypto::EncryptionKeys};
+//! use tower_mcp_auth::upstream::DevLogin;
+//!
+//! let resource = ProtectedResource::builder("https://mcp.example.com/mcp")
+//!     .authorization_server("https://mcp.example.com")
+//!     .scopes_supported(["mcp:read", "mcp:admin"])
+//!     .build()?;
+//! let server = AuthorizationServer::builder("https://mcp.example.com", resource)
+//!     .store(Arc::new(MemoryStore::new()))
+//!     .encryption_keys(EncryptionKeys::generate())
+//!     .upstream(Arc::new(DevLogin::new("alice")))
+//!     .build()
+//!     .await?;
+//! let verifier = server.verifier(); // for ClaimsExtractLayer
+//! let endpoints = server.service(); // mount at the origin root
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use tower_service::Service;
+use url::Url;
+
+use crate::clock::{Clock, SharedClock};
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::resource::{ProtectedResource, parse_absolute};
+use crate::scope::Scope;
+use crate::store::crypto::EncryptionKeys;
+use crate::store::{Store, StoreError};
+use crate::upstream::Upstream;
+
+mod authorize;
+mod client_auth;
+mod keys;
+mod metadata;
+mod pages;
+mod records;
+mod register;
+mod revoke;
+mod token;
+mod verifier;
+mod web;
+
+pub use self::web::EndpointBody;
+pub use keys::SigningKeys;
+pub use verifier::{IssuedTokenVerifier, UpstreamAccess, UpstreamAccessError};
+
+/// The client's address, for per-address rate limits. Insert it into request extensions (for
+/// example from axum's `ConnectInfo`); without it all requests share one budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerAddr(pub IpAddr);
+
+/// Lifetimes of what the server issues.
+#[derive(Debug, Clone)]
+pub(crate) struct Lifetimes {
+    pub(crate) access_token: Duration,
+    pub(crate) refresh_token: Duration,
+    pub(crate) code: Duration,
+    pub(crate) request: Duration,
+    pub(crate) consent: Duration,
+    pub(crate) unused_client: Duration,
+}
+
+type Limiter = governor::DefaultKeyedRateLimiter<String>;
+
+pub(crate) struct Core {
+    pub(crate) issuer: String,
+    pub(crate) origin: String,
+    pub(crate) paths: Paths,
+    pub(crate) resource: ProtectedResource,
+    pub(crate) scopes: Vec<Scope>,
+    pub(crate) default_scopes: Vec<Scope>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) enc: EncryptionKeys,
+    pub(crate) keys: SigningKeys,
+    pub(crate) upstream: Arc<dyn Upstream>,
+    pub(crate) lifetimes: Lifetimes,
+    pub(crate) registration: bool,
+    pub(crate) auto_approve: bool,
+    pub(crate) revocation_check: bool,
+    pub(crate) clock: SharedClock,
+    pub(crate) store_timeout: Duration,
+    pub(crate) register_limit: Limiter,
+    pub(crate) revoke_limit: Limiter,
+    /// Verifies issued tokens (for revocation requests; no claims mapping).
+    pub(crate) jwt: crate::verify::JwtVerifier,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizationServer")
+            .field("issuer", &self.issuer)
+            .field("resource", &self.resource.resource())
+            .field("upstream", &self.upstream)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The endpoint paths, under the issuer's path.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// RFC 8414 metadata (path-inserted form).
+    pub metadata: String,
+    /// OpenID Connect discovery aliases of the metadata.
+    pub openid_configuration: Vec<String>,
+    /// The JWKS.
+    pub jwks: String,
+    /// Dynamic client registration.
+    pub register: String,
+    /// The authorization endpoint.
+    pub authorize: String,
+    /// The consent form's target.
+    pub consent: String,
+    /// The upstream provider's return address.
+    pub callback: String,
+    /// The token endpoint.
+    pub token: String,
+    /// The revocation endpoint.
+    pub revoke: String,
+    /// The development login page.
+    pub dev_login: String,
+}
+
+impl Paths {
+    fn new(issuer_path: &str) -> Self {
+        let p = issuer_path.trim_end_matches('/');
+        let mut openid = vec![format!("/.well-known/openid-configuration{p}")];
+        if !p.is_empty() {
+            openid.push(format!("{p}/.well-known/openid-configuration"));
+        }
+        Self {
+            metadata: format!("/.well-known/oauth-authorization-server{p}"),
+            openid_configuration: openid,
+            jwks: format!("{p}/jwks.json"),
+            register: format!("{p}/register"),
+            authorize: format!("{p}/authorize"),
+            consent: format!("{p}/consent"),
+            callback: format!("{p}/callback"),
+            token: format!("{p}/token"),
+            revoke: format!("{p}/revoke"),
+            dev_login: format!("{p}{}", crate::upstream::DevLogin::PATH),
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.unix_time()
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.origin, path)
+    }
+
+    /// Runs a store operation under the store deadline.
+    pub(crate) async fn store<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.store_timeout, op).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::unavailable("store deadline exceeded")),
+        }
+    }
+
+    fn rate_key(req_ext: &::http::Extensions) -> String {
+        req_ext.get::<PeerAddr>().map_or_else(|| String::from("*"), |p| p.0.to_string())
+    }
+}
+
+/// A configured authorization server. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuthorizationServer {
+    core: Arc<Core>,
+    verifier: IssuedTokenVerifier,
+}
+
+/// Builds an [`AuthorizationServer`].
+pub struct AuthorizationServerBuilder {
+    issuer: String,
+    resource: ProtectedResource,
+    store: Option<Arc<dyn Store>>,
+    enc: Option<EncryptionKeys>,
+    keys: Option<SigningKeys>,
+    upstream: Option<Arc<dyn Upstream>>,
+    default_scopes: Option<Vec<String>>,
+    lifetimes: Lifetimes,
+    registration: bool,
+    auto_approve: bool,
+    revocation_check: bool,
+    clock: Option<SharedClock>,
+    store_timeout: Duration,
+    insecure_http: bool,
+    register_per_minute: u32,
+    revoke_per_minute: u32,
+}
+
+impl fmt::Debug for AuthorizationServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorizationServerBuilder").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+impl AuthorizationServer {
+    /// Starts the configuration of the server whose issuer identifier is `issuer` (an https
+    /// URL, or http on loopback; written verbatim into metadata and tokens) and which issues
+    /// tokens for `resource`.
+    pub fn builder(issuer: impl Into<String>, resource: ProtectedResource) -> AuthorizationServerBuilder {
+        AuthorizationServerBuilder {
+            issuer: issuer.into(),
+            resource,
+            store: None,
+            enc: None,
+            keys: None,
+            upstream: None,
+            default_scopes: None,
+            lifetimes: Lifetimes {
+                access_token: Duration::from_secs(600),
+                refresh_token: Duration::from_secs(30 * 24 * 3600),
+                code: Duration::from_secs(60),
+                request: Duration::from_secs(600),
+                consent: Duration::from_secs(30 * 24 * 3600),
+                unused_client: Duration::from_secs(24 * 3600),
+            },
+            registration: true,
+            auto_approve: false,
+            revocation_check: false,
+            clock: None,
+            store_timeout: Duration::from_secs(3),
+            insecure_http: false,
+            register_per_minute: 30,
+            revoke_per_minute: 120,
+        }
+    }
+
+    /// The issuer identifier.
+    pub fn issuer(&self) -> &str {
+        &self.core.issuer
+    }
+
+    /// The endpoint paths.
+    pub fn paths(&self) -> &Paths {
+        &self.core.paths
+    }
+
+    /// The signing keys (to rotate them).
+    pub fn signing_keys(&self) -> &SigningKeys {
+        &self.core.keys
+    }
+
+    /// One endpoint as a leaf service.
+    pub fn endpoint(&self, which: Which) -> Endpoint {
+        Endpoint { core: self.core.clone(), which }
+    }
+
+    /// Every endpoint at its path; other paths get 404.
+    pub fn service(&self) -> Endpoints {
+        Endpoints { core: self.core.clone() }
+    }
+
+    /// The verifier of the tokens this server issues, for
+    /// [`ClaimsExtractLayer`](crate::ClaimsExtractLayer): stateless (no store read) unless the
+    /// revocation check is on.
+    pub fn verifier(&self) -> IssuedTokenVerifier {
+        self.verifier.clone()
+    }
+}
+
+impl AuthorizationServerBuilder {
+    /// Where everything is kept. Required.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The key that encrypts upstream tokens and signing keys at rest. Required. The first
+    /// start records a check value; a later start with another key fails.
+    pub fn encryption_keys(mut self, keys: EncryptionKeys) -> Self {
+        self.enc = Some(keys);
+        self
+    }
+
+    /// The token-signing keys. Default: kept in the store (encrypted), generated on first start.
+    pub fn signing_keys(mut self, keys: SigningKeys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The identity provider users sign in with. Required.
+    pub fn upstream(mut self, upstream: Arc<dyn Upstream>) -> Self {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    /// Scopes granted when a request names none (default: the resource's challenge scopes).
+    pub fn default_scopes<I, T>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.default_scopes = Some(scopes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Access-token lifetime (default 10 min).
+    pub fn access_token_lifetime(mut self, d: Duration) -> Self {
+        self.lifetimes.access_token = d;
+        self
+    }
+
+    /// Refresh-token lifetime (default 30 days; each rotation starts a new one).
+    pub fn refresh_token_lifetime(mut self, d: Duration) -> Self {
+        self.lifetimes.refresh_token = d;
+        self
+    }
+
+    /// How long a remembered consent is reused (default 30 days; zero: always ask).
+    pub fn consent_lifetime(mut self, d: Duration) -> Self {
+        self.lifetimes.consent = d;
+        self
+    }
+
+    /// How long a registered client that never obtained a token is kept (default 24 h).
+    pub fn unused_client_lifetime(mut self, d: Duration) -> Self {
+        self.lifetimes.unused_client = d;
+        self
+    }
+
+    /// Turns dynamic client registration off (default on).
+    pub fn dynamic_registration(mut self, enabled: bool) -> Self {
+        self.registration = enabled;
+        self
+    }
+
+    /// Skips the consent page (and the development login page). For automated tests only:
+    /// it removes the protection against confused-deputy attacks.
+    pub fn insecure_auto_approve(mut self) -> Self {
+        self.auto_approve = true;
+        self
+    }
+
+    /// Checks every access token against the store's revocations (one store read per
+    /// request). Off: a revoked grant's access tokens work until they expire (at most the
+    /// access-token lifetime).
+    pub fn revocation_check(mut self, enabled: bool) -> Self {
+        self.revocation_check = enabled;
+        self
+    }
+
+    /// Deadline of each store operation (default 3 s); past it the request gets 503.
+    pub fn store_timeout(mut self, d: Duration) -> Self {
+        self.store_timeout = d;
+        self
+    }
+
+    /// Registrations per minute per [`PeerAddr`] (default 30).
+    pub fn registrations_per_minute(mut self, n: u32) -> Self {
+        self.register_per_minute = n;
+        self
+    }
+
+    /// Revocation requests per minute per [`PeerAddr`] (default 120).
+    pub fn revocations_per_minute(mut self, n: u32) -> Self {
+        self.revoke_per_minute = n;
+        self
+    }
+
+    /// The clock (default: the system clock).
+    pub fn clock<C: Clock>(mut self, clock: C) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Allows an `http` issuer on a non-loopback host. Never in production.
+    pub fn insecure_allow_http(mut self) -> Self {
+        self.insecure_http = true;
+        self
+    }
+
+    /// Validates the configuration, checks the encryption key against the store, and loads
+    /// (or creates and stores) the signing keys.
+    pub async fn build(self) -> Result<AuthorizationServer, ConfigError> {
+        let missing = |what: &str| ConfigError::new(ConfigErrorKind::Missing, format!("{what} is required"));
+        let issuer_url: Url = parse_absolute(&self.issuer, "issuer", self.insecure_http)?;
+        if issuer_url.query().is_some() {
+            return Err(ConfigError::new(ConfigErrorKind::InvalidUrl, "issuer must not have a query"));
+        }
+        if !self.resource.authorization_servers().iter().any(|a| a == &self.issuer) {
+            return Err(ConfigError::new(
+                ConfigErrorKind::Invalid,
+                "the resource must list this issuer, verbatim, among its authorization servers",
+            ));
+        }
+        let store = self.store.ok_or_else(|| missing("a store"))?;
+        let enc = self.enc.ok_or_else(|| missing("an encryption key"))?;
+        let upstream = self.upstream.ok_or_else(|| missing("an upstream identity provider"))?;
+        let clock = self.clock.unwrap_or_else(crate::clock::system);
+        let scopes = self.resource.scopes_supported().to_vec();
+        let default_scopes = match self.default_scopes {
+            Some(list) => list
+                .iter()
+                .map(|s| {
+                    Scope::new(s).map_err(|_| ConfigError::new(ConfigErrorKind::InvalidScope, format!("scope {s:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => self.resource.challenge_scopes().to_vec(),
+        };
+        if let Some(s) = default_scopes.iter().find(|s| !scopes.contains(s)) {
+            return Err(ConfigError::new(ConfigErrorKind::InvalidScope, format!("default scope {s} is not supported")));
+        }
+        check_encryption_key(&*store, &enc).await?;
+        let keys = match self.keys {
+            Some(k) => k,
+            None => load_or_create_keys(&*store, &enc).await?,
+        };
+        let origin = issuer_url.origin().ascii_serialization();
+        let paths = Paths::new(issuer_url.path());
+        let per_minute = |n: u32| {
+            let quota = governor::Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
+            governor::RateLimiter::keyed(quota)
+        };
+        let mut core = Core {
+            issuer: self.issuer,
+            origin,
+            paths,
+            resource: self.resource,
+            scopes,
+            default_scopes,
+            store,
+            enc,
+            keys,
+            upstream,
+            lifetimes: self.lifetimes,
+            registration: self.registration,
+            auto_approve: self.auto_approve,
+            revocation_check: self.revocation_check,
+            clock,
+            store_timeout: self.store_timeout,
+            register_limit: per_minute(self.register_per_minute),
+            revoke_limit: per_minute(self.revoke_per_minute),
+            jwt: placeholder_jwt()?,
+        };
+        core.jwt = verifier::jwt_verifier(None, &core)?;
+        let core = Arc::new(core);
+        let verifier = IssuedTokenVerifier::new(core.clone(), verifier::jwt_verifier(Some(core.clone()), &core)?);
+        Ok(AuthorizationServer { core, verifier })
+    }
+}
+
+/// A verifier that accepts nothing, replaced before the server is used.
+fn placeholder_jwt() -> Result<crate::verify::JwtVerifier, ConfigError> {
+    crate::verify::JwtVerifier::builder()
+        .issuer(crate::verify::Issuer::with_keys("urn:unused", crate::verify::KeySet::default()))
+        .audience("urn:unused")
+        .build()
+}
+
+const KEY_CHECK: &str = "encryption-key-check";
+const SIGNING_KEYS: &str = "signing-keys";
+
+async fn check_encryption_key(store: &dyn Store, enc: &EncryptionKeys) -> Result<(), ConfigError> {
+    let unavailable = |e: StoreError| ConfigError::new(ConfigErrorKind::Invalid, format!("store: {e}"));
+    let sealed = enc
+        .seal(b"tower-mcp-auth", KEY_CHECK.as_bytes())
+        .map_err(|_| ConfigError::new(ConfigErrorKind::InvalidKey, "cannot encrypt"))?;
+    if store.insert_if_absent(records::META, KEY_CHECK, sealed, None).await.map_err(unavailable)? {
+        return Ok(());
+    }
+    let stored = store.get(records::META, KEY_CHECK).await.map_err(unavailable)?.unwrap_or_default();
+    match enc.open(&stored, KEY_CHECK.as_bytes()) {
+        Ok(v) if v == b"tower-mcp-auth" => Ok(()),
+        _ => Err(ConfigError::new(
+            ConfigErrorKind::InvalidKey,
+            "the encryption key does not match the one this store was created with",
+        )),
+    }
+}
+
+async fn load_or_create_keys(store: &dyn Store, enc: &EncryptionKeys) -> Result<SigningKeys, ConfigError> {
+    let unavailable = |e: StoreError| ConfigError::new(ConfigErrorKind::Invalid, format!("store: {e}"));
+    if let Some(sealed) = store.get(records::META, SIGNING_KEYS).await.map_err(unavailable)? {
+        return SigningKeys::open(&sealed, enc);
+    }
+    let fresh = SigningKeys::generate()?;
+    if store.insert_if_absent(records::META, SIGNING_KEYS, fresh.seal(enc)?, None).await.map_err(unavailable)? {
+        return Ok(fresh);
+    }
+    // Another instance stored its keys first: use those.
+    let sealed = store.get(records::META, SIGNING_KEYS).await.map_err(unavailable)?.unwrap_or_default();
+    SigningKeys::open(&sealed, enc)
+}
+
+/// Which endpoint an [`Endpoint`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Which {
+    /// RFC 8414 metadata (and its OpenID Connect alias).
+    Metadata,
+    /// The JWKS.
+    Jwks,
+    /// Dynamic client registration.
+    Register,
+    /// The authorization endpoint.
+    Authorize,
+    /// The consent form's target.
+    Consent,
+    /// The upstream callback.
+    Callback,
+    /// The token endpoint.
+    Token,
+    /// The revocation endpoint.
+    Revoke,
+    /// The development login page.
+    DevLogin,
+}
+
+/// One endpoint of an [`AuthorizationServer`], as a leaf service.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    core: Arc<Core>,
+    which: Which,
+}
+
+/// Every endpoint of an [`AuthorizationServer`] at its path.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    core: Arc<Core>,
+}
+
+/// The future of the endpoint services.
+pub type EndpointFuture = Pin<Box<dyn Future<Output = Result<Response<EndpointBody>, Infallible>> + Send>>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<B> Service<Request<B>> for Endpoint
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<EndpointBody>;
+    type Error = Infallible;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (core, which) = (self.core.clone(), self.which);
+        Box::pin(async move { Ok(dispatch(core, which, req).await) })
+    }
+}
+
+impl<B> Service<Request<B>> for Endpoints
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<EndpointBody>;
+    type Error = Infallible;
+    type Future = EndpointFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let core = self.core.clone();
+        Box::pin(async move {
+            let which = route(&core.paths, req.uri().path(), core.upstream.as_dev_login().is_some());
+            match which {
+                Some(which) => Ok(dispatch(core, which, req).await),
+                None => Ok(self::web::status(StatusCode::NOT_FOUND)),
+            }
+        })
+    }
+}
+
+fn route(paths: &Paths, path: &str, dev_login: bool) -> Option<Which> {
+    Some(match path {
+        p if p == paths.metadata || paths.openid_configuration.iter().any(|o| o == p) => Which::Metadata,
+        p if p == paths.jwks => Which::Jwks,
+        p if p == paths.register => Which::Register,
+        p if p == paths.authorize => Which::Authorize,
+        p if p == paths.consent => Which::Consent,
+        p if p == paths.callback => Which::Callback,
+        p if p == paths.token => Which::Token,
+        p if p == paths.revoke => Which::Revoke,
+        p if p == paths.dev_login && dev_login => Which::DevLogin,
+        _ => return None,
+    })
+}
+
+async fn dispatch<B>(core: Arc<Core>, which: Which, req: Request<B>) -> Response<EndpointBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = req.into_parts();
+    let cors = matches!(which, Which::Metadata | Which::Jwks | Which::Register | Which::Token | Which::Revoke);
+    if cors && parts.method == Method::OPTIONS {
+        return self::web::preflight(if matches!(which, Which::Metadata | Which::Jwks) {
+            "GET, HEAD, OPTIONS"
+        } else {
+            "POST, OPTIONS"
+        });
+    }
+    let body = match self::web::read_body(body).await {
+        Ok(b) => b,
+        Err(self::web::BodyError::TooLarge) => {
+            return self::web::oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large");
+        }
+        Err(self::web::BodyError::Unreadable) => {
+            return self::web::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "request body unreadable");
+        }
+    };
+    let mut res = match which {
+        Which::Metadata => metadata::metadata(&core, &parts),
+        Which::Jwks => metadata::jwks(&core, &parts),
+        Which::Register => register::register(&core, &parts, &body).await,
+        Which::Authorize => authorize::authorize(&core, &parts).await,
+        Which::Consent => authorize::consent(&core, &parts, &body).await,
+        Which::Callback => authorize::callback(&core, &parts).await,
+        Which::Token => token::token(&core, &parts, &body).await,
+        Which::Revoke => revoke::revoke(&core, &parts, &body).await,
+        Which::DevLogin => authorize::dev_login(&core, &parts, &body).await,
+    };
+    if cors {
+        self::web::allow_cors(&mut res);
+    }
+    res
+}
