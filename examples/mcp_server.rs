@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use clap::Parser;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -45,8 +46,12 @@ use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_mcp_auth::scope_guard::{Requirement, ScopeGuardLayer, ScopePolicy};
+use tower_mcp_auth::server::{AuthorizationServer, PeerAddr};
 use tower_mcp_auth::session::SessionBindingLayer;
-use tower_mcp_auth::verify::Issuer;
+use tower_mcp_auth::store::crypto::EncryptionKeys;
+use tower_mcp_auth::store::{MemoryStore, SqliteStore, Store};
+use tower_mcp_auth::upstream::{DevLogin, OidcUpstream, Upstream};
+use tower_mcp_auth::verify::{Issuer, TokenVerifier};
 use tower_mcp_auth::{
     AccessToken, BearerAuthLayer, ClaimsExtractLayer, JwtVerifier, ProtectedResource, ProtectedResourceMetadata,
 };
@@ -66,16 +71,53 @@ struct Args {
     bind: SocketAddr,
 
     /// Externally visible base URL, an origin such as https://mcp.example.com
-    /// (default: http://ADDR). The protected resource is {public-url}/mcp.
+    /// (default: http://ADDR). The protected resource is {public-url}/mcp; the built-in
+    /// authorization server's issuer is {public-url}.
     #[arg(long, value_name = "URL")]
     public_url: Option<Url>,
 
-    /// Resource-server mode: trust the tokens of this authorization server (its issuer
-    /// identifier; keys found by OIDC / RFC 8414 discovery).
-    #[arg(long, value_name = "URL")]
+    /// Storage of the built-in authorization server: memory, sqlite:PATH.
+    #[arg(long, value_name = "URI", default_value = "sqlite:mcp-auth.db")]
+    store: String,
+
+    /// The development login's one local user (the default mode).
+    #[arg(long, value_name = "NAME", default_value = "developer")]
+    dev_user: String,
+
+    /// OAuth proxy mode: users sign in at this OpenID Connect provider (discovery).
+    #[arg(long, value_name = "URL", requires = "upstream_client_id")]
+    upstream_issuer: Option<String>,
+
+    /// The proxy's client id at the upstream provider.
+    #[arg(long, value_name = "ID", requires = "upstream_issuer")]
+    upstream_client_id: Option<String>,
+
+    /// The proxy's client secret at the upstream provider (also env MCP_AUTH_UPSTREAM_CLIENT_SECRET).
+    #[arg(long, value_name = "SECRET", env = "MCP_AUTH_UPSTREAM_CLIENT_SECRET", hide_env_values = true)]
+    upstream_client_secret: Option<String>,
+
+    /// Scopes requested upstream, space-separated (default: openid email profile).
+    #[arg(long, value_name = "SCOPES")]
+    upstream_scopes: Option<String>,
+
+    /// Identify users by the upstream ID token (providers whose access tokens are opaque).
+    #[arg(long, requires = "upstream_issuer")]
+    verify_id_token: bool,
+
+    /// Resource-server mode: trust the tokens of this external authorization server (its
+    /// issuer identifier; keys found by OIDC / RFC 8414 discovery). No built-in server.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["upstream_issuer", "insecure_auto_approve"])]
     authorization_server: Option<String>,
 
-    /// Extra root certificate (PEM) for outbound fetches (discovery, JWKS).
+    /// Skip the consent and development login pages (automated tests only).
+    #[arg(long)]
+    insecure_auto_approve: bool,
+
+    /// Key (64 hex characters) that encrypts upstream tokens and signing keys at rest.
+    #[arg(long, value_name = "HEX", env = "MCP_AUTH_ENCRYPTION_KEY", hide_env_values = true)]
+    encryption_key: Option<String>,
+
+    /// Extra root certificate (PEM) for outbound fetches (discovery, JWKS, upstream).
     #[arg(long, value_name = "PEM_FILE")]
     trust_ca: Option<PathBuf>,
 
@@ -85,72 +127,17 @@ struct Args {
     allow_origin: Vec<String>,
 
     /// Serve the MCP server with NO authorization at all (benchmark baseline only).
-    #[arg(long, conflicts_with_all = ["authorization_server", "trust_ca"])]
+    #[arg(long, conflicts_with_all = ["authorization_server", "upstream_issuer", "trust_ca"])]
     insecure_no_auth: bool,
 
     /// Exit when stdin reaches end-of-file (lets a parent process tie our lifetime to its own).
     #[arg(long)]
     exit_on_stdin_eof: bool,
 
-    #[command(flatten)]
-    unavailable: Unavailable,
-}
-
-/// Options of the built-in authorization server (DESIGN.md), not part of this release: they
-/// are parsed so that using one fails clearly instead of being ignored.
-#[derive(clap::Args, Debug)]
-#[command(next_help_heading = "Not available in this version (built-in authorization server)")]
-struct Unavailable {
-    /// Storage of the built-in authorization server: memory, sqlite:PATH, redis://HOST:PORT.
-    #[arg(long, value_name = "URI")]
-    store: Option<String>,
-    /// The development login's one local user.
-    #[arg(long, value_name = "NAME")]
-    dev_user: Option<String>,
-    /// OAuth proxy to this OIDC provider (discovery).
-    #[arg(long, value_name = "URL")]
-    upstream_issuer: Option<String>,
-    /// The proxy's client id at the upstream provider.
-    #[arg(long, value_name = "ID")]
-    upstream_client_id: Option<String>,
-    /// The proxy's client secret at the upstream provider.
-    #[arg(long, value_name = "SECRET")]
-    upstream_client_secret: Option<String>,
-    /// Scopes requested upstream.
-    #[arg(long, value_name = "SCOPES")]
-    upstream_scopes: Option<String>,
-    /// Identify users by the upstream ID token (IdPs with opaque access tokens).
-    #[arg(long)]
-    verify_id_token: bool,
-    /// Skip the login and consent pages.
-    #[arg(long)]
-    insecure_auto_approve: bool,
-    /// Key for upstream tokens at rest.
-    #[arg(long, value_name = "HEX")]
-    encryption_key: Option<String>,
-    /// Let the hardened fetcher (CIMD) reach loopback addresses.
-    #[arg(long)]
+    /// Let the hardened fetcher reach loopback addresses (client ID metadata documents; not
+    /// available in this version).
+    #[arg(long, hide = true)]
     allow_loopback_fetch: bool,
-}
-
-impl Unavailable {
-    /// The first option given, by its flag name.
-    fn first_given(&self) -> Option<&'static str> {
-        [
-            ("--store", self.store.is_some()),
-            ("--dev-user", self.dev_user.is_some()),
-            ("--upstream-issuer", self.upstream_issuer.is_some()),
-            ("--upstream-client-id", self.upstream_client_id.is_some()),
-            ("--upstream-client-secret", self.upstream_client_secret.is_some()),
-            ("--upstream-scopes", self.upstream_scopes.is_some()),
-            ("--verify-id-token", self.verify_id_token),
-            ("--insecure-auto-approve", self.insecure_auto_approve),
-            ("--encryption-key", self.encryption_key.is_some()),
-            ("--allow-loopback-fetch", self.allow_loopback_fetch),
-        ]
-        .into_iter()
-        .find_map(|(name, given)| given.then_some(name))
-    }
 }
 
 /// A startup failure: a usage or configuration problem (exit 2) or a runtime one (exit 1).
@@ -184,33 +171,112 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), Failure> {
-    if let Some(flag) = args.unavailable.first_given() {
-        return Err(Failure::Usage(format!(
-            "{flag} is not available in this version: the built-in authorization server is not part \
-             of this release. Use --authorization-server URL to trust an external one."
-        )));
-    }
-    let issuer = match (&args.authorization_server, args.insecure_no_auth) {
-        (Some(issuer), false) => Some(issuer.clone()),
-        (None, true) => None,
-        _ => {
-            return Err(Failure::Usage(
-                "choose a mode:\n  \
-                 --authorization-server URL   protect /mcp with tokens from that authorization server \
-                 (resource-server mode)\n  \
-                 --insecure-no-auth           serve /mcp with no protection (benchmark baseline only)\n\
-                 (the built-in authorization server is not part of this release)"
-                    .into(),
-            ));
-        }
-    };
+/// How /mcp is protected.
+enum Mode {
+    NoAuth,
+    /// Tokens of an external authorization server.
+    External(String),
+    /// The built-in authorization server, with this identity provider.
+    BuiltIn(Arc<dyn Upstream>, &'static str),
+}
 
+fn mode(args: &Args) -> Result<Mode, Failure> {
+    if args.allow_loopback_fetch {
+        return Err(Failure::Usage(
+            "--allow-loopback-fetch is not available in this version (client ID metadata documents come later)".into(),
+        ));
+    }
+    if args.insecure_no_auth {
+        return Ok(Mode::NoAuth);
+    }
+    if let Some(issuer) = &args.authorization_server {
+        return Ok(Mode::External(issuer.clone()));
+    }
+    let Some(issuer) = &args.upstream_issuer else {
+        return Ok(Mode::BuiltIn(Arc::new(DevLogin::new(args.dev_user.clone())), "development login"));
+    };
+    let mut upstream = OidcUpstream::builder(issuer.clone())
+        .client_id(args.upstream_client_id.clone().unwrap_or_default())
+        .verify_id_token(args.verify_id_token);
+    if let Some(secret) = &args.upstream_client_secret {
+        upstream = upstream.client_secret(secret.clone());
+    }
+    if let Some(scopes) = &args.upstream_scopes {
+        upstream = upstream.scopes(scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned));
+    }
+    if let Some(path) = &args.trust_ca {
+        let pem = std::fs::read(path).map_err(|e| Failure::Usage(format!("--trust-ca {}: {e}", path.display())))?;
+        upstream = upstream.trust_root_certificate(pem);
+    }
+    let upstream = upstream.build().map_err(|e| Failure::Usage(format!("upstream provider: {e}")))?;
+    Ok(Mode::BuiltIn(Arc::new(upstream), "OAuth proxy"))
+}
+
+/// The store named by `--store`, and whether it keeps data across restarts.
+fn open_store(uri: &str) -> Result<(Arc<dyn Store>, Option<PathBuf>), Failure> {
+    if uri == "memory" {
+        return Ok((Arc::new(MemoryStore::new()), None));
+    }
+    if let Some(path) = uri.strip_prefix("sqlite:") {
+        let store = SqliteStore::open(path).map_err(|e| Failure::Runtime(format!("--store {uri}: {e}")))?;
+        return Ok((Arc::new(store), Some(PathBuf::from(path))));
+    }
+    if uri.starts_with("redis://") {
+        return Err(Failure::Usage("--store redis://… is not available in this version".into()));
+    }
+    Err(Failure::Usage(format!("--store must be memory or sqlite:PATH (got {uri:?})")))
+}
+
+/// The encryption key: `--encryption-key` / `MCP_AUTH_ENCRYPTION_KEY`; a fresh one for a
+/// memory store; for the development login on SQLite, a key file beside the database.
+fn encryption_key(args: &Args, persistent: Option<&PathBuf>, dev: bool) -> Result<EncryptionKeys, Failure> {
+    if let Some(hex) = &args.encryption_key {
+        return EncryptionKeys::from_hex(1, hex).map_err(|e| Failure::Usage(format!("--encryption-key: {e}")));
+    }
+    let Some(db) = persistent else { return Ok(EncryptionKeys::generate()) };
+    if !dev {
+        return Err(Failure::Usage(
+            "a persistent store needs an encryption key for the upstream tokens: pass --encryption-key HEX \
+             (64 hex characters) or set MCP_AUTH_ENCRYPTION_KEY"
+                .into(),
+        ));
+    }
+    let key_path = PathBuf::from(format!("{}.key", db.display()));
+    let hex = match std::fs::read_to_string(&key_path) {
+        Ok(hex) => hex,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|_| Failure::Runtime("no randomness".into()))?;
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&key_path, &hex).map_err(|e| Failure::Runtime(format!("{}: {e}", key_path.display())))?;
+            eprintln!(
+                "mcp_server: development mode: created the encryption key {} (keep it with the database)",
+                key_path.display()
+            );
+            hex
+        }
+        Err(e) => return Err(Failure::Runtime(format!("{}: {e}", key_path.display()))),
+    };
+    EncryptionKeys::from_hex(1, &hex).map_err(|e| Failure::Usage(format!("{}: {e}", key_path.display())))
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+async fn run(args: Args) -> Result<(), Failure> {
+    let mode = mode(&args)?;
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| Failure::Runtime(format!("cannot listen on {}: {e}", args.bind)))?;
     let addr = listener.local_addr().map_err(|e| Failure::Runtime(format!("local address: {e}")))?;
     let public_url = public_url(args.public_url.as_ref(), addr)?;
+    let base = public_url.as_str().trim_end_matches('/').to_owned();
 
     let mut origins = vec![public_url.clone()];
     for extra in &args.allow_origin {
@@ -221,7 +287,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         .with_allowed_hosts(allowed_hosts(&public_url)?)
         .with_allowed_origins(origins.iter().map(origin_with_port).collect::<Result<Vec<_>, _>>()?);
     let cancel = mcp_config.cancellation_token.clone();
-    let with_auth = issuer.is_some();
+    let with_auth = !matches!(mode, Mode::NoAuth);
     let mcp = StreamableHttpService::new(
         move || Ok(Tools::new(with_auth)),
         Arc::new(LocalSessionManager::default()),
@@ -229,22 +295,25 @@ async fn run(args: Args) -> Result<(), Failure> {
     );
     let cors = cors(&origins)?;
 
-    let app = match issuer {
-        None => {
+    let resource = |issuer: &str| {
+        ProtectedResource::builder(format!("{base}/mcp"))
+            .authorization_server(issuer)
+            .scopes_supported(SCOPES)
+            .challenge_scopes([DEFAULT_SCOPE])
+            .serve_root_metadata(true)
+            .build()
+            .map_err(|e| Failure::Usage(format!("protected resource: {e}")))
+    };
+    let app = match mode {
+        Mode::NoAuth => {
             eprintln!(
                 "WARNING: --insecure-no-auth: /mcp is served with NO authorization. Anyone who can reach \
                  {addr} can call every tool. Use this only as a benchmark baseline."
             );
             Router::new().route_service("/mcp", ServiceBuilder::new().layer(cors).service(mcp))
         }
-        Some(issuer) => {
-            let resource = ProtectedResource::builder(format!("{}/mcp", public_url.as_str().trim_end_matches('/')))
-                .authorization_server(&issuer)
-                .scopes_supported(SCOPES)
-                .challenge_scopes([DEFAULT_SCOPE])
-                .serve_root_metadata(true)
-                .build()
-                .map_err(|e| Failure::Usage(format!("protected resource: {e}")))?;
+        Mode::External(issuer) => {
+            let resource = resource(&issuer)?;
             let mut verifier = JwtVerifier::builder().issuer(Issuer::discover(&issuer)).resource(&resource);
             if let Some(path) = &args.trust_ca {
                 let pem =
@@ -252,25 +321,31 @@ async fn run(args: Args) -> Result<(), Failure> {
                 verifier = verifier.trust_root_certificate(pem);
             }
             let verifier = verifier.build().map_err(|e| Failure::Usage(format!("token verifier: {e}")))?;
-            let policy = ScopePolicy::builder()
-                .mcp_tool("echo", Requirement::all(["mcp:read"]))
-                .mcp_tool("admin_ping", Requirement::all(["mcp:admin"]))
-                .build()
-                .map_err(|e| Failure::Usage(format!("scope policy: {e}")))?;
-
-            let protected = ServiceBuilder::new()
-                .layer(cors)
-                .layer(BearerAuthLayer::new(resource.clone()))
-                .layer(ClaimsExtractLayer::new(verifier, resource.clone()))
-                .layer(SessionBindingLayer::new())
-                .layer(ScopeGuardLayer::new(policy, resource.clone()))
-                .service(mcp);
-            let mut app = Router::new().route_service("/mcp", protected);
-            for path in resource.metadata_paths() {
-                app = app.route_service(path, ProtectedResourceMetadata::new(resource.clone()));
-            }
             tracing::info!(resource = resource.resource(), authorization_server = %issuer, "resource-server mode");
-            app
+            protected(mcp, cors, &resource, verifier)?
+        }
+        Mode::BuiltIn(upstream, label) => {
+            let resource = resource(&base)?;
+            let dev = upstream.as_dev_login().is_some();
+            let (store, persistent) = open_store(&args.store)?;
+            let keys = encryption_key(&args, persistent.as_ref(), dev)?;
+            let mut server = AuthorizationServer::builder(base.clone(), resource.clone())
+                .store(store)
+                .encryption_keys(keys)
+                .upstream(upstream)
+                .revocation_check(true);
+            if args.insecure_auto_approve {
+                eprintln!(
+                    "WARNING: --insecure-auto-approve: no consent page and no login page. Any client can obtain \
+                     tokens. Use this only in automated tests."
+                );
+                server = server.insecure_auto_approve();
+            }
+            let server = server.build().await.map_err(|e| Failure::Usage(format!("authorization server: {e}")))?;
+            tracing::info!(issuer = %base, store = %args.store, "{label} mode: built-in authorization server");
+            protected(mcp, cors, &resource, server.verifier())?
+                .fallback_service(server.service())
+                .layer(axum::middleware::map_request(peer_addr))
         }
     };
 
@@ -278,12 +353,14 @@ async fn run(args: Args) -> Result<(), Failure> {
     std::io::stdout().flush().map_err(|e| Failure::Runtime(format!("stdout: {e}")))?;
 
     let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal(args.exit_on_stdin_eof).await;
-        // Ends rmcp's sessions and SSE streams, so graceful shutdown does not wait on them.
-        cancel.cancel();
-        let _ = stopping_tx.send(true);
-    });
+    let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
+        async move {
+            shutdown_signal(args.exit_on_stdin_eof).await;
+            // Ends rmcp's sessions and SSE streams, so graceful shutdown does not wait on them.
+            cancel.cancel();
+            let _ = stopping_tx.send(true);
+        },
+    );
     tokio::select! {
         result = serve => result.map_err(|e| Failure::Runtime(format!("server: {e}")))?,
         _ = async {
@@ -293,6 +370,43 @@ async fn run(args: Args) -> Result<(), Failure> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The client's address, for the authorization server's per-address rate limits.
+async fn peer_addr(mut req: axum::extract::Request) -> axum::extract::Request {
+    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        req.extensions_mut().insert(PeerAddr(addr.ip()));
+    }
+    req
+}
+
+/// /mcp behind the resource-server layers, and the protected resource metadata.
+fn protected<V>(
+    mcp: StreamableHttpService<Tools, LocalSessionManager>,
+    cors: CorsLayer,
+    resource: &ProtectedResource,
+    verifier: V,
+) -> Result<Router, Failure>
+where
+    V: TokenVerifier + Clone,
+{
+    let policy = ScopePolicy::builder()
+        .mcp_tool("echo", Requirement::all(["mcp:read"]))
+        .mcp_tool("admin_ping", Requirement::all(["mcp:admin"]))
+        .build()
+        .map_err(|e| Failure::Usage(format!("scope policy: {e}")))?;
+    let protected = ServiceBuilder::new()
+        .layer(cors)
+        .layer(BearerAuthLayer::new(resource.clone()))
+        .layer(ClaimsExtractLayer::new(verifier, resource.clone()))
+        .layer(SessionBindingLayer::new())
+        .layer(ScopeGuardLayer::new(policy, resource.clone()))
+        .service(mcp);
+    let mut app = Router::new().route_service("/mcp", protected);
+    for path in resource.metadata_paths() {
+        app = app.route_service(path, ProtectedResourceMetadata::new(resource.clone()));
+    }
+    Ok(app)
 }
 
 /// `--public-url`, which must be a bare origin, or `http://ADDR`.

@@ -278,9 +278,23 @@ impl AuthorizationServer {
         &self.core.paths
     }
 
-    /// The signing keys (to rotate them).
+    /// The signing keys.
     pub fn signing_keys(&self) -> &SigningKeys {
         &self.core.keys
+    }
+
+    /// Makes a new key the signing key and stores the key ring (encrypted), keeping the
+    /// previous keys published for `overlap` (use at least the access-token lifetime plus the
+    /// leeway, so no issued token stops verifying); keys past their overlap are dropped.
+    pub async fn rotate_signing_key(&self, overlap: Duration) -> Result<(), ConfigError> {
+        let core = &self.core;
+        let now = core.now();
+        core.keys.prune(now);
+        core.keys.rotate(now, overlap)?;
+        let sealed = core.keys.seal(&core.enc)?;
+        core.store(core.store.put(records::META, SIGNING_KEYS, sealed, None))
+            .await
+            .map_err(|e| ConfigError::new(ConfigErrorKind::Invalid, format!("store: {e}")))
     }
 
     /// One endpoint as a leaf service.

@@ -1,5 +1,6 @@
-//! A mock identity provider on 127.0.0.1 for fault injection: discovery, JWKS and
-//! introspection endpoints whose answers, delays and failures tests set, with hit counters.
+//! A mock identity provider on 127.0.0.1 for fault injection: discovery, JWKS,
+//! introspection, token, userinfo and revocation endpoints whose answers, delays and failures
+//! tests set, with hit counters and the last requests received.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,6 +51,24 @@ pub struct Knobs {
     pub introspection_delay: Duration,
     /// `Authorization` header the introspection endpoint requires.
     pub introspection_auth: Option<String>,
+    /// Answer of `POST /token` (default `{}`) and its status.
+    pub token_response: Value,
+    pub token_status: u16,
+    pub token_delay: Duration,
+    /// Answer of `GET /userinfo` (default `{}`) and its status.
+    pub userinfo: Value,
+    pub userinfo_status: u16,
+    /// Status of `POST /revoke` (default 200).
+    pub revocation_status: u16,
+}
+
+/// A request received by the token, userinfo or revocation endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    /// Form parameters (empty for GET).
+    pub form: HashMap<String, String>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
 }
 
 pub struct Counters {
@@ -57,11 +76,22 @@ pub struct Counters {
     pub discovery: AtomicUsize,
     pub introspection: AtomicUsize,
     pub trap: AtomicUsize,
+    pub token: AtomicUsize,
+    pub userinfo: AtomicUsize,
+    pub revocation: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Last {
+    token: Option<Received>,
+    userinfo: Option<Received>,
+    revocation: Option<Received>,
 }
 
 struct Shared {
     knobs: Mutex<Knobs>,
     counters: Counters,
+    last: Mutex<Last>,
 }
 
 pub struct MockIdp {
@@ -94,19 +124,33 @@ impl MockIdp {
                 introspection_status: 200,
                 introspection_delay: Duration::ZERO,
                 introspection_auth: None,
+                token_response: json!({}),
+                token_status: 200,
+                token_delay: Duration::ZERO,
+                userinfo: json!({}),
+                userinfo_status: 200,
+                revocation_status: 200,
             }),
             counters: Counters {
                 jwks: AtomicUsize::new(0),
                 discovery: AtomicUsize::new(0),
                 introspection: AtomicUsize::new(0),
                 trap: AtomicUsize::new(0),
+                token: AtomicUsize::new(0),
+                userinfo: AtomicUsize::new(0),
+                revocation: AtomicUsize::new(0),
             },
+            last: Mutex::new(Last::default()),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/.well-known/oauth-authorization-server", get(oauth_metadata))
             .route("/jwks", get(jwks))
             .route("/introspect", post(introspect))
+            .route("/{tenant}/v2.0/.well-known/openid-configuration", get(discovery))
+            .route("/token", post(token))
+            .route("/userinfo", get(userinfo))
+            .route("/revoke", post(revoke))
             .route("/trap", any(trap))
             .route("/trap/{*rest}", any(trap))
             .with_state((shared.clone(), issuer.clone()));
@@ -155,6 +199,65 @@ impl MockIdp {
 
     pub fn trap_hits(&self) -> usize {
         self.shared.counters.trap.load(Ordering::SeqCst)
+    }
+
+    pub fn authorize_url(&self) -> String {
+        format!("{}/authorize", self.issuer)
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/token", self.issuer)
+    }
+
+    pub fn userinfo_url(&self) -> String {
+        format!("{}/userinfo", self.issuer)
+    }
+
+    pub fn revocation_url(&self) -> String {
+        format!("{}/revoke", self.issuer)
+    }
+
+    /// A full OpenID Connect discovery document for `issuer` pointing at this provider's
+    /// endpoints (set it with `idp.set(|k| k.discovery = Some(doc))`).
+    pub fn oidc_discovery(&self, issuer: &str) -> Value {
+        json!({
+            "issuer": issuer,
+            "authorization_endpoint": self.authorize_url(),
+            "token_endpoint": self.token_url(),
+            "userinfo_endpoint": self.userinfo_url(),
+            "revocation_endpoint": self.revocation_url(),
+            "jwks_uri": self.jwks_url(),
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": true,
+        })
+    }
+
+    pub fn token_hits(&self) -> usize {
+        self.shared.counters.token.load(Ordering::SeqCst)
+    }
+
+    pub fn userinfo_hits(&self) -> usize {
+        self.shared.counters.userinfo.load(Ordering::SeqCst)
+    }
+
+    pub fn revocation_hits(&self) -> usize {
+        self.shared.counters.revocation.load(Ordering::SeqCst)
+    }
+
+    /// The last request to `/token`.
+    pub fn last_token_request(&self) -> Option<Received> {
+        self.shared.last.lock().unwrap().token.clone()
+    }
+
+    /// The last request to `/userinfo`.
+    pub fn last_userinfo_request(&self) -> Option<Received> {
+        self.shared.last.lock().unwrap().userinfo.clone()
+    }
+
+    /// The last request to `/revoke`.
+    pub fn last_revocation_request(&self) -> Option<Received> {
+        self.shared.last.lock().unwrap().revocation.clone()
     }
 }
 
@@ -257,4 +360,42 @@ async fn introspect(AxState((shared, _)): St, headers: HeaderMap, body: Bytes) -
 async fn trap(AxState((shared, _)): St) -> StatusCode {
     shared.counters.trap.fetch_add(1, Ordering::SeqCst);
     StatusCode::OK
+}
+
+fn received(headers: &HeaderMap, body: &[u8]) -> Received {
+    Received {
+        form: serde_urlencoded::from_bytes(body).unwrap_or_default(),
+        authorization: headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned),
+    }
+}
+
+async fn token(AxState((shared, _)): St, headers: HeaderMap, body: Bytes) -> Response {
+    shared.counters.token.fetch_add(1, Ordering::SeqCst);
+    shared.last.lock().unwrap().token = Some(received(&headers, &body));
+    let (status, delay, answer) = {
+        let k = shared.knobs.lock().unwrap();
+        (k.token_status, k.token_delay, k.token_response.clone())
+    };
+    if !delay.is_zero() {
+        // Fault injection: a slow token endpoint.
+        tokio::time::sleep(delay).await;
+    }
+    (StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response()
+}
+
+async fn userinfo(AxState((shared, _)): St, headers: HeaderMap) -> Response {
+    shared.counters.userinfo.fetch_add(1, Ordering::SeqCst);
+    shared.last.lock().unwrap().userinfo = Some(received(&headers, b""));
+    let (status, answer) = {
+        let k = shared.knobs.lock().unwrap();
+        (k.userinfo_status, k.userinfo.clone())
+    };
+    (StatusCode::from_u16(status).unwrap(), axum::Json(answer)).into_response()
+}
+
+async fn revoke(AxState((shared, _)): St, headers: HeaderMap, body: Bytes) -> StatusCode {
+    shared.counters.revocation.fetch_add(1, Ordering::SeqCst);
+    shared.last.lock().unwrap().revocation = Some(received(&headers, &body));
+    let status = shared.knobs.lock().unwrap().revocation_status;
+    StatusCode::from_u16(status).unwrap()
 }
