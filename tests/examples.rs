@@ -459,20 +459,51 @@ async fn mcp_server_example_against_mock_idp() {
 
 #[tokio::test]
 async fn mcp_server_example_refuses_bad_usage() {
-    // Neither mode: a clear usage error, status 2.
-    let (code, stderr) = run_to_exit("mcp_server", &["--bind", "127.0.0.1:0"]).await;
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("--authorization-server") && stderr.contains("--insecure-no-auth"), "{stderr}");
-
-    // Built-in authorization server options: refused, not ignored.
-    for args in
-        [&["--store", "memory"][..], &["--upstream-issuer", "https://idp.example"], &["--insecure-auto-approve"]]
-    {
-        let mut all = vec!["--bind", "127.0.0.1:0", "--authorization-server", "https://as.example"];
+    // Options for later versions and unknown stores: refused, not ignored.
+    for args in [&["--store", "redis://127.0.0.1:6379"][..], &["--store", "memory", "--allow-loopback-fetch"]] {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
         all.extend_from_slice(args);
         let (code, stderr) = run_to_exit("mcp_server", &all).await;
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("not available in this version"), "{stderr}");
+    }
+    let (code, stderr) = run_to_exit("mcp_server", &["--bind", "127.0.0.1:0", "--store", "postgres://x"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--store"), "{stderr}");
+
+    // Proxy mode on a persistent store needs an explicit encryption key (K10).
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("p.db").display());
+    let proxy = ["--bind", "127.0.0.1:0", "--store", &db, "--upstream-issuer", "https://idp.example"];
+    let (code, stderr) = run_to_exit("mcp_server", &[&proxy[..], &["--upstream-client-id", "c"]].concat()).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--encryption-key"), "{stderr}");
+
+    // A database created with one key refuses another (K10).
+    let key_a = "11".repeat(32);
+    let key_b = "22".repeat(32);
+    let first = Running::start("mcp_server", &["--store", &db, "--encryption-key", &key_a]).await;
+    first.proc.stop().await;
+    let args_b = ["--bind", "127.0.0.1:0", "--store", &db, "--encryption-key", &key_b];
+    let (code, stderr) = run_to_exit("mcp_server", &args_b).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("encryption key"), "{stderr}");
+
+    // Modes that exclude each other.
+    for args in [
+        &[
+            "--authorization-server",
+            "https://as.example",
+            "--upstream-issuer",
+            "https://idp.example",
+            "--upstream-client-id",
+            "c",
+        ][..],
+        &["--authorization-server", "https://as.example", "--insecure-auto-approve"],
+    ] {
+        let mut all = vec!["--bind", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        assert_eq!(run_to_exit("mcp_server", &all).await.0, Some(2), "{args:?}");
     }
 
     // Configuration problems are usage errors too.
