@@ -8,17 +8,25 @@
 //! (`SessionBindingLayer` ties each MCP session to the user and client that opened it: another
 //! principal presenting the session id gets 404.)
 //!
-//! Resource-server mode trusts an external authorization server (OIDC discovery + JWKS):
+//! By default the built-in authorization server issues the tokens, with a development login
+//! (one local user, `--dev-user`); with `--upstream-issuer URL --upstream-client-id ID
+//! --upstream-client-secret S` it is an OAuth proxy to that OpenID Connect provider (its
+//! callback is `{public-url}/callback`; `--verify-id-token` for providers whose access tokens
+//! are opaque). Its state is kept in `--store` (default `sqlite:mcp-auth.db`).
+//!
+//! Modes:
 //!
 //! ```text
-//! cargo run --example mcp_server --features axum,rmcp -- \
-//!     --authorization-server https://login.example.com/realms/acme \
-//!     --public-url https://mcp.example.com
+//! cargo run --release --example mcp_server                       # built-in authorization server, development login
+//! cargo run --release --example mcp_server -- \
+//!     --upstream-issuer https://login.example.com/realms/acme \
+//!     --upstream-client-id mcp --upstream-client-secret … --encryption-key …   # OAuth proxy to an OIDC provider
+//! cargo run --release --example mcp_server -- \
+//!     --authorization-server https://login.example.com/realms/acme           # external authorization server only
 //! ```
 //!
-//! `--insecure-no-auth` serves the same tools with no protection at all (a benchmark baseline).
-//! The built-in authorization server described in DESIGN.md is not part of this release: its
-//! options (`--store`, `--upstream-*`, …) are recognised and refused with exit status 2.
+//! The authorization server's endpoints sit at the origin root. `--insecure-no-auth` serves
+//! the same tools with no protection at all (a benchmark baseline).
 //!
 //! Tools: `whoami` (the caller's verified token as JSON), `echo` (needs `mcp:read`),
 //! `admin_ping` (needs `mcp:admin`; without it the HTTP layer answers 403 `insufficient_scope`,
@@ -103,6 +111,12 @@ struct Args {
     /// Identify users by the upstream ID token (providers whose access tokens are opaque).
     #[arg(long, requires = "upstream_issuer")]
     verify_id_token: bool,
+
+    /// The `aud` the upstream provider's JWT access tokens carry (default: the client id;
+    /// e.g. `account` for Keycloak, the API identifier for Auth0). Not used with
+    /// --verify-id-token.
+    #[arg(long, value_name = "AUD", requires = "upstream_issuer", conflicts_with = "verify_id_token")]
+    upstream_access_token_audience: Option<String>,
 
     /// Resource-server mode: trust the tokens of this external authorization server (its
     /// issuer identifier; keys found by OIDC / RFC 8414 discovery). No built-in server.
@@ -200,6 +214,9 @@ fn mode(args: &Args) -> Result<Mode, Failure> {
         .verify_id_token(args.verify_id_token);
     if let Some(secret) = &args.upstream_client_secret {
         upstream = upstream.client_secret(secret.clone());
+    }
+    if let Some(aud) = &args.upstream_access_token_audience {
+        upstream = upstream.access_token_audience(aud.clone());
     }
     if let Some(scopes) = &args.upstream_scopes {
         upstream = upstream.scopes(scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned));

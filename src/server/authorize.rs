@@ -11,7 +11,7 @@ use super::Core;
 use super::pages::{self, ConsentPage, DevLoginPage, InterstitialPage};
 use super::records::{
     AuthorizationRequest, CLIENTS, CODES, CONSENTS, ClientKind, ClientRecord, CodeRecord, GRANTS, GrantRecord,
-    REQUESTS, UPSTREAM_STATES, UPSTREAM_TOKENS, UpstreamState, decode, encode,
+    REQUESTS, UPSTREAM_STATES, UPSTREAM_TOKENS, USED_CHALLENGES, UpstreamState, decode, encode,
 };
 use super::web::{
     EndpointBody, Params, cookie, cross_site, is_form, method_not_allowed, redirect, set_cookie, time_like::Secs,
@@ -24,6 +24,23 @@ use crate::verify::claims_resource_eq;
 pub(crate) const BROWSER_COOKIE: &str = "__Host-mcp-auth-browser";
 /// Longest `state` accepted (echoed back verbatim).
 const MAX_STATE: usize = 2048;
+/// Longest query string the authorization endpoint reads.
+const MAX_QUERY: usize = 16 * 1024;
+/// Parameters of an authorization request that may appear once only. A request repeating one
+/// is ambiguous (which `state` to echo, which challenge to bind), so it gets an error page,
+/// never a redirect. (`resource` may repeat per RFC 8707; it is refused as `invalid_target`.)
+const SINGLE: [&str; 10] = [
+    "client_id",
+    "redirect_uri",
+    "state",
+    "response_type",
+    "code_challenge",
+    "code_challenge_method",
+    "scope",
+    "prompt",
+    "request",
+    "request_uri",
+];
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response<EndpointBody> {
     pages::error(status, title, message)
@@ -103,6 +120,11 @@ fn browser_hash(value: &str) -> String {
     secret_hash(value)
 }
 
+/// Storage key of a PKCE challenge a code was issued for (per client).
+fn challenge_key(client_id: &str, challenge: &str) -> String {
+    secret_hash(&format!("{client_id}\n{challenge}"))
+}
+
 fn consent_key(req: &AuthorizationRequest) -> String {
     let mut scopes = req.scopes.clone();
     scopes.sort();
@@ -120,8 +142,15 @@ pub(crate) async fn authorize(core: &Core, parts: &Parts) -> Response<EndpointBo
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return method_not_allowed("GET");
     }
-    let params = Params::parse(parts.uri.query().unwrap_or("").as_bytes());
+    let query = parts.uri.query().unwrap_or("");
+    if query.len() > MAX_QUERY {
+        return page(StatusCode::URI_TOO_LONG, "Invalid authorization request", "The request is too long.");
+    }
+    let params = Params::parse(query.as_bytes());
     let bad_page = |m: &str| page(StatusCode::BAD_REQUEST, "Invalid authorization request", m);
+    if SINGLE.iter().any(|name| params.one(name).is_err()) {
+        return bad_page("The request repeats a parameter.");
+    }
 
     // Until the redirect URI is established, every error is a page, never a redirect.
     let client_id = match params.one("client_id") {
@@ -162,6 +191,14 @@ pub(crate) async fn authorize(core: &Core, parts: &Parts) -> Response<EndpointBo
     }
     let target = Target { redirect_uri: &redirect_uri, state };
     let fail = |e: &str| error_redirect(core, &target, e, false);
+    // Request objects (JAR, PAR) are not supported: refuse rather than silently drop what
+    // the client signed.
+    if params.has("request") {
+        return fail("request_not_supported");
+    }
+    if params.has("request_uri") {
+        return fail("request_uri_not_supported");
+    }
 
     let (Ok(response_type), Ok(method), Ok(challenge), Ok(scope), Ok(prompt)) = (
         params.one("response_type"),
@@ -186,6 +223,13 @@ pub(crate) async fn authorize(core: &Core, parts: &Parts) -> Response<EndpointBo
         }
         _ => return fail("invalid_request"),
     };
+    // A constant challenge defeats PKCE: refuse one a code was already issued for (RFC 9700
+    // §2.1.1). Identical repeated requests are fine until then (clients pre-flight).
+    match core.store(core.store.get(USED_CHALLENGES, &challenge_key(&client.client_id, challenge))).await {
+        Ok(None) => {}
+        Ok(Some(_)) => return fail("invalid_request"),
+        Err(_) => return unavailable_page(),
+    }
     let scopes: Vec<String> = match scope {
         None => core.default_scopes.iter().map(|s| s.as_str().to_owned()).collect(),
         Some(s) => s.split(' ').filter(|x| !x.is_empty()).map(str::to_owned).collect(),
@@ -365,7 +409,7 @@ pub(crate) async fn consent(core: &Core, parts: &Parts, body: &[u8]) -> Response
     };
     let expired = || {
         page(
-            StatusCode::BAD_REQUEST,
+            StatusCode::FORBIDDEN,
             "Sign-in expired",
             "This consent page has expired or was already used. Start the sign-in again from the application.",
         )
@@ -390,6 +434,15 @@ pub(crate) async fn consent(core: &Core, parts: &Parts, body: &[u8]) -> Response
     let target = Target { redirect_uri: &request.redirect_uri, state: request.state.as_deref() };
     match decision {
         Some("approve") => {
+            // The same request approved in another tab already produced its code.
+            match core
+                .store(core.store.get(USED_CHALLENGES, &challenge_key(&request.client_id, &request.code_challenge)))
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(_)) => return expired(),
+                Err(_) => return unavailable_page(),
+            }
             if !core.lifetimes.consent.is_zero()
                 && core
                     .store(core.store.put(
@@ -492,11 +545,22 @@ pub(crate) async fn callback(core: &Core, parts: &Parts) -> Response<EndpointBod
     let Some(code) = code else { return error_redirect(core, &target, "access_denied", false) };
     let Ok(verifier) = core.enc.open(&stored.sealed_verifier, key.as_bytes()) else { return invalid() };
     let Ok(verifier) = String::from_utf8(verifier) else { return invalid() };
+    // One code per PKCE challenge (RFC 9700 §2.1.1): claimed here, atomically, released
+    // again if no code is issued after all.
+    let ckey = challenge_key(&request.client_id, &request.code_challenge);
+    let claim_ttl = Some(core.lifetimes.request.max(core.lifetimes.code));
+    match core.store(core.store.insert_if_absent(USED_CHALLENGES, &ckey, b"1".to_vec(), claim_ttl)).await {
+        Ok(true) => {}
+        Ok(false) => return error_redirect(core, &target, "invalid_request", false),
+        Err(_) => return error_redirect(core, &target, "temporarily_unavailable", false),
+    }
+    let release = || async { core.store(core.store.delete(USED_CHALLENGES, &ckey)).await };
     let callback_url = core.url(&core.paths.callback);
     let grant = match core.upstream.exchange(code, &verifier, &callback_url, &stored.nonce).await {
         Ok(g) => g,
         Err(e) => {
             tracing::warn!(error = %e, "upstream sign-in failed");
+            let _ = release().await;
             let error =
                 if e.kind() == UpstreamErrorKind::Unavailable { "temporarily_unavailable" } else { "access_denied" };
             return error_redirect(core, &target, error, false);
@@ -524,18 +588,27 @@ pub(crate) async fn callback(core: &Core, parts: &Parts) -> Response<EndpointBod
         code_challenge: request.code_challenge.clone(),
         grant_id: grant_id.clone(),
     };
-    let Ok(tokens) = serde_json::to_vec(&grant.tokens) else { return unavailable_page() };
-    let tokens = zeroize::Zeroizing::new(tokens);
-    let Ok(sealed) = core.enc.seal(&tokens, &super::verifier::upstream_aad(&grant_id)) else {
-        return unavailable_page();
-    };
+    let sealed = serde_json::to_vec(&grant.tokens)
+        .ok()
+        .map(zeroize::Zeroizing::new)
+        .and_then(|tokens| core.enc.seal(&tokens, &super::verifier::upstream_aad(&grant_id)).ok());
     let ttl = Some(core.lifetimes.refresh_token);
     let stored = async {
+        let sealed = sealed.ok_or_else(|| crate::store::StoreError::unavailable("cannot seal"))?;
         core.store(core.store.put(GRANTS, &grant_id, encode(&record), ttl)).await?;
         core.store(core.store.put(UPSTREAM_TOKENS, &grant_id, sealed, ttl)).await?;
         core.store(core.store.put(CODES, &secret_hash(&code), encode(&code_record), Some(core.lifetimes.code))).await
     };
     if stored.await.is_err() {
+        // Nothing half-written: no grant or upstream tokens without a code (best effort; a
+        // store that is down has most likely stored nothing), and the provider's tokens are
+        // given back.
+        let _ = core.store(core.store.delete(UPSTREAM_TOKENS, &grant_id)).await;
+        let _ = core.store(core.store.delete(GRANTS, &grant_id)).await;
+        let _ = release().await;
+        if let Err(e) = core.upstream.revoke(&grant.tokens).await {
+            tracing::debug!(error = %e, "upstream revocation failed");
+        }
         return error_redirect(core, &target, "temporarily_unavailable", false);
     }
     let location = response_location(core, &request.redirect_uri, &[("code", &code)], request.state.as_deref());

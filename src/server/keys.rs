@@ -158,8 +158,8 @@ impl SigningKeys {
     }
 
     /// Makes a new key the signing key; the previous ones stay published for `overlap` (at
-    /// least the access-token lifetime plus leeway) and are then dropped by [`prune`](Self::prune).
-    pub fn rotate(&self, now: i64, overlap: Duration) -> Result<(), ConfigError> {
+    /// least the access-token lifetime plus leeway) and are then dropped by `prune`.
+    pub(crate) fn rotate(&self, now: i64, overlap: Duration) -> Result<(), ConfigError> {
         let fresh = Key::generate(now)?;
         let current = self.ring.load();
         let retire = now.saturating_add(i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX));
@@ -173,7 +173,7 @@ impl SigningKeys {
     }
 
     /// Drops keys whose overlap has ended.
-    pub fn prune(&self, now: i64) {
+    pub(crate) fn prune(&self, now: i64) {
         let current = self.ring.load();
         if current.keys.iter().skip(1).all(|k| k.retire_at.is_none_or(|r| r > now)) {
             return;

@@ -517,7 +517,10 @@ async fn check_encryption_key(store: &dyn Store, enc: &EncryptionKeys) -> Result
     }
     let stored = store.get(records::META, KEY_CHECK).await.map_err(unavailable)?.unwrap_or_default();
     match enc.open(&stored, KEY_CHECK.as_bytes()) {
-        Ok(v) if v == b"tower-mcp-auth" => Ok(()),
+        Ok(v) if v == b"tower-mcp-auth" => {
+            reseal_if_previous(store, enc, KEY_CHECK, &stored, b"tower-mcp-auth").await;
+            Ok(())
+        }
         _ => Err(ConfigError::new(
             ConfigErrorKind::InvalidKey,
             "the encryption key does not match the one this store was created with",
@@ -525,10 +528,26 @@ async fn check_encryption_key(store: &dyn Store, enc: &EncryptionKeys) -> Result
     }
 }
 
+/// A value sealed with a previous encryption key is sealed again with the active one (best
+/// effort), so that the previous key can eventually be removed without locking the store.
+async fn reseal_if_previous(store: &dyn Store, enc: &EncryptionKeys, name: &str, sealed: &[u8], plain: &[u8]) {
+    if sealed.get(..4) == Some(&enc.active_version().to_be_bytes()[..]) {
+        return;
+    }
+    if let Ok(resealed) = enc.seal(plain, name.as_bytes()) {
+        let _ = store.compare_and_swap(records::META, name, sealed, Some(resealed), None).await;
+    }
+}
+
 async fn load_or_create_keys(store: &dyn Store, enc: &EncryptionKeys) -> Result<SigningKeys, ConfigError> {
     let unavailable = |e: StoreError| ConfigError::new(ConfigErrorKind::Invalid, format!("store: {e}"));
     if let Some(sealed) = store.get(records::META, SIGNING_KEYS).await.map_err(unavailable)? {
-        return SigningKeys::open(&sealed, enc);
+        let keys = SigningKeys::open(&sealed, enc)?;
+        if sealed.get(..4) != Some(&enc.active_version().to_be_bytes()[..]) {
+            let resealed = keys.seal(enc)?;
+            let _ = store.compare_and_swap(records::META, SIGNING_KEYS, &sealed, Some(resealed), None).await;
+        }
+        return Ok(keys);
     }
     let fresh = SigningKeys::generate()?;
     if store.insert_if_absent(records::META, SIGNING_KEYS, fresh.seal(enc)?, None).await.map_err(unavailable)? {

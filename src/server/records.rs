@@ -13,6 +13,8 @@ pub(crate) const REQUESTS: Namespace = Namespace::new("authz_requests");
 pub(crate) const UPSTREAM_STATES: Namespace = Namespace::new("upstream_states");
 pub(crate) const CODES: Namespace = Namespace::new("codes");
 pub(crate) const USED_CODES: Namespace = Namespace::new("used_codes");
+/// PKCE challenges a code was issued for, per client, to refuse constant challenges.
+pub(crate) const USED_CHALLENGES: Namespace = Namespace::new("used_challenges");
 pub(crate) const GRANTS: Namespace = Namespace::new("grants");
 pub(crate) const UPSTREAM_TOKENS: Namespace = Namespace::new("upstream_tokens");
 pub(crate) const REFRESH: Namespace = Namespace::new("refresh_tokens");
@@ -98,6 +100,15 @@ pub(crate) struct CodeRecord {
     pub(crate) redirect_uri_given: bool,
     pub(crate) code_challenge: String,
     pub(crate) grant_id: String,
+}
+
+/// A redeemed authorization code (stored under its hash), to recognise a replay: only a
+/// replay by the same client with the right PKCE verifier revokes what the code issued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct UsedCodeRecord {
+    pub(crate) grant_id: String,
+    pub(crate) client_id: String,
+    pub(crate) code_challenge: String,
 }
 
 /// One user's authorization of one client: the family every refresh token of the grant

@@ -88,6 +88,9 @@ pub(crate) async fn register(core: &Core, parts: &Parts, body: &[u8]) -> Respons
     if redirect_uris.is_empty() || redirect_uris.len() > MAX_REDIRECT_URIS {
         return metadata_error("between 1 and 10 redirect_uris are required");
     }
+    if redirect_uris.iter().any(|u| u.len() > MAX_URI) {
+        return metadata_error("a redirect URI is too long");
+    }
     if !redirect_uris.iter().all(|u| redirect_uri_ok(u)) {
         return redirect_error(
             "a redirect URI is not allowed (https, loopback http, or a private-use scheme with a dot)",
@@ -97,7 +100,9 @@ pub(crate) async fn register(core: &Core, parts: &Parts, body: &[u8]) -> Respons
         Ok(None) => "client_secret_basic".to_owned(),
         Ok(Some(m)) if ["none", "client_secret_basic", "client_secret_post"].contains(&m.as_str()) => m,
         _ => {
-            return metadata_error("token_endpoint_auth_method must be none, client_secret_basic or client_secret_post");
+            return metadata_error(
+                "token_endpoint_auth_method must be none, client_secret_basic or client_secret_post",
+            );
         }
     };
     let grant_types = match string_list(meta.get("grant_types")) {

@@ -11,7 +11,7 @@ use super::Core;
 use super::client_auth::{AuthError, authenticate};
 use super::records::{
     CLIENTS, CODES, ClientRecord, CodeRecord, GRANTS, GrantRecord, REFRESH, RefreshRecord, UPSTREAM_TOKENS, USED_CODES,
-    USED_REFRESH, decode, encode,
+    USED_REFRESH, UsedCodeRecord, decode, encode,
 };
 use super::web::{EndpointBody, Params, is_form, json as json_response, method_not_allowed, oauth_error, unavailable};
 use crate::store::StoreError;
@@ -87,12 +87,14 @@ async fn grant(core: &Core, parts: &Parts, params: &Params) -> Result<Value, Fai
     }
 }
 
+/// RFC 7636 §4.1: 43 to 128 characters of [A-Za-z0-9-._~].
+fn verifier_well_formed(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len()) && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
 fn pkce_matches(verifier: &str, challenge: &str) -> bool {
-    // RFC 7636 §4.1: 43 to 128 characters of [A-Za-z0-9-._~].
-    let well_formed = (43..=128).contains(&verifier.len())
-        && verifier.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
     let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    well_formed && secure_eq(computed.as_bytes(), challenge.as_bytes())
+    verifier_well_formed(verifier) && secure_eq(computed.as_bytes(), challenge.as_bytes())
 }
 
 fn check_resource(core: &Core, params: &Params, granted: &str) -> Result<(), Failure> {
@@ -110,12 +112,20 @@ async fn code_grant(core: &Core, client: &ClientRecord, params: &Params) -> Resu
     let code = params.one("code").map_err(dup)?.ok_or_else(|| bad_request("invalid_request", "code is required"))?;
     let key = secret_hash(code);
     let invalid_grant = || bad_request("invalid_grant", "the code is invalid, expired or already used");
+    let verifier = params.one("code_verifier").map_err(dup)?;
+    if verifier.is_some_and(|v| !verifier_well_formed(v)) {
+        return Err(bad_request("invalid_request", "code_verifier is malformed"));
+    }
     let Some(record) = core.store(core.store.get(CODES, &key)).await?.as_deref().and_then(decode::<CodeRecord>) else {
-        // A code redeemed twice: revoke what the first redemption issued (RFC 9700 §4.2.4).
-        if let Some(grant_id) = core.store(core.store.get(USED_CODES, &key)).await?
-            && let Ok(grant_id) = String::from_utf8(grant_id)
+        // A code redeemed twice by its client (right verifier): revoke what the first
+        // redemption issued (RFC 9700 §4.2.4). A replay that is itself invalid revokes
+        // nothing, or anyone holding a stolen code could cut the client off (OAuth 2.1 §7.5).
+        if let Some(used) =
+            core.store(core.store.get(USED_CODES, &key)).await?.as_deref().and_then(decode::<UsedCodeRecord>)
+            && secure_eq(used.client_id.as_bytes(), client.client_id.as_bytes())
+            && verifier.is_some_and(|v| pkce_matches(v, &used.code_challenge))
         {
-            revoke_grant(core, &grant_id).await?;
+            revoke_grant(core, &used.grant_id).await?;
         }
         return Err(invalid_grant());
     };
@@ -129,22 +139,37 @@ async fn code_grant(core: &Core, client: &ClientRecord, params: &Params) -> Resu
         None if record.redirect_uri_given => return Err(invalid_grant()),
         _ => {}
     }
-    let verifier = params
-        .one("code_verifier")
-        .map_err(dup)?
-        .ok_or_else(|| bad_request("invalid_request", "code_verifier is required"))?;
-    if !pkce_matches(verifier, &record.code_challenge) {
+    // Every code carries a challenge (the authorization endpoint requires one), so a missing
+    // verifier is a failed PKCE check.
+    if !verifier.is_some_and(|v| pkce_matches(v, &record.code_challenge)) {
         return Err(invalid_grant());
     }
-    let Some(grant) = load_grant(core, &record.grant_id).await? else { return Err(invalid_grant()) };
+    let Some((grant, raw_grant)) = load_grant_raw(core, &record.grant_id).await? else { return Err(invalid_grant()) };
     check_resource(core, params, &grant.resource)?;
-    // Consume; of racing redemptions exactly one gets here with the record.
-    if core.store(core.store.take(CODES, &key)).await?.is_none() {
-        return Err(invalid_grant());
-    }
     let ttl = Some(core.lifetimes.refresh_token);
-    core.store(core.store.put(USED_CODES, &key, record.grant_id.clone().into_bytes(), ttl)).await?;
-    issue(core, client, &grant, &grant.scopes).await
+    // The replay record first: it only matters once the code is gone, so writing it before
+    // the code is consumed guarantees every later replay is recognised.
+    let used = UsedCodeRecord {
+        grant_id: record.grant_id.clone(),
+        client_id: record.client_id.clone(),
+        code_challenge: record.code_challenge.clone(),
+    };
+    core.store(core.store.put(USED_CODES, &key, encode(&used), ttl)).await?;
+    // Then the tokens, recorded before the code is consumed: a store failure up to here
+    // leaves the code redeemable, and no token reaches the client unrecorded.
+    let issued = issue(core, client, &grant, &raw_grant, &grant.scopes).await?;
+    // Consume; of racing redemptions exactly one gets the record.
+    match core.store(core.store.take(CODES, &key)).await {
+        Ok(Some(_)) => Ok(issued.response),
+        Ok(None) => {
+            issued.discard(core).await;
+            Err(invalid_grant())
+        }
+        Err(e) => {
+            issued.discard(core).await;
+            Err(e.into())
+        }
+    }
 }
 
 async fn refresh_grant(core: &Core, client: &ClientRecord, params: &Params) -> Result<Value, Failure> {
@@ -170,7 +195,7 @@ async fn refresh_grant(core: &Core, client: &ClientRecord, params: &Params) -> R
     if !secure_eq(record.client_id.as_bytes(), client.client_id.as_bytes()) || record.expires_at <= core.now() {
         return Err(invalid_grant());
     }
-    let Some(grant) = load_grant(core, &record.grant_id).await? else { return Err(invalid_grant()) };
+    let Some((grant, raw_grant)) = load_grant_raw(core, &record.grant_id).await? else { return Err(invalid_grant()) };
     check_resource(core, params, &grant.resource)?;
     let scopes = match params.one("scope").map_err(dup)? {
         None => record.scopes.clone(),
@@ -182,22 +207,35 @@ async fn refresh_grant(core: &Core, client: &ClientRecord, params: &Params) -> R
             requested
         }
     };
-    if core.store(core.store.take(REFRESH, &key)).await?.is_none() {
-        // Raced by a concurrent refresh with the same token: that one is the reuse.
-        return Err(invalid_grant());
-    }
+    // As for codes: the reuse record, then the successor, then the rotation itself. A store
+    // failure before the old token is consumed leaves it usable (a retry is not a reuse), and
+    // of racing rotations exactly one successor stays alive.
     let ttl = Some(core.lifetimes.refresh_token);
     core.store(core.store.put(USED_REFRESH, &key, record.grant_id.clone().into_bytes(), ttl)).await?;
-    let mut response = issue_with_refresh_scopes(core, client, &grant, &scopes, &record.scopes).await?;
+    let issued = issue_with_refresh_scopes(core, client, &grant, &raw_grant, &scopes, &record.scopes).await?;
+    match core.store(core.store.take(REFRESH, &key)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            // Raced by a concurrent refresh with the same token: that one is the reuse.
+            issued.discard(core).await;
+            return Err(invalid_grant());
+        }
+        Err(e) => {
+            issued.discard(core).await;
+            return Err(e.into());
+        }
+    }
+    let mut response = issued.response;
     if let Some(obj) = response.as_object_mut() {
         obj.insert("scope".into(), Value::String(scopes.join(" ")));
     }
     Ok(response)
 }
 
-pub(crate) async fn load_grant(core: &Core, grant_id: &str) -> Result<Option<GrantRecord>, Failure> {
-    let grant = core.store(core.store.get(GRANTS, grant_id)).await?.as_deref().and_then(decode::<GrantRecord>);
-    Ok(grant.filter(|g| !g.revoked))
+/// A live (not revoked) grant, with its stored bytes (for a compare-and-swap).
+async fn load_grant_raw(core: &Core, grant_id: &str) -> Result<Option<(GrantRecord, Vec<u8>)>, Failure> {
+    let Some(raw) = core.store(core.store.get(GRANTS, grant_id)).await? else { return Ok(None) };
+    Ok(decode::<GrantRecord>(&raw).filter(|g| !g.revoked).map(|g| (g, raw)))
 }
 
 /// Marks a grant revoked (every refresh token of it stops working; with the revocation check,
@@ -222,19 +260,44 @@ pub(crate) async fn revoke_grant(core: &Core, grant_id: &str) -> Result<(), Stor
     Ok(())
 }
 
-async fn issue(core: &Core, client: &ClientRecord, grant: &GrantRecord, scopes: &[String]) -> Result<Value, Failure> {
-    issue_with_refresh_scopes(core, client, grant, scopes, scopes).await
+/// Tokens minted and recorded, not yet handed out.
+struct Issued {
+    response: Value,
+    /// Storage key of the new refresh token, if one was issued.
+    refresh_key: Option<String>,
 }
 
-/// Signs an access token for `scopes` and, for clients that may refresh, stores and returns a
-/// new refresh token carrying `refresh_scopes`.
+impl Issued {
+    /// Forgets tokens that will not be handed out (best effort: an unreachable store keeps a
+    /// refresh token nobody knows, which expires).
+    async fn discard(self, core: &Core) {
+        if let Some(key) = self.refresh_key {
+            let _ = core.store(core.store.delete(REFRESH, &key)).await;
+        }
+    }
+}
+
+async fn issue(
+    core: &Core,
+    client: &ClientRecord,
+    grant: &GrantRecord,
+    raw_grant: &[u8],
+    scopes: &[String],
+) -> Result<Issued, Failure> {
+    issue_with_refresh_scopes(core, client, grant, raw_grant, scopes, scopes).await
+}
+
+/// Signs an access token for `scopes` and, for clients that may refresh, stores a new refresh
+/// token carrying `refresh_scopes`. `raw_grant` is the grant as loaded: its lifetime is
+/// extended only if it is unchanged (a grant revoked meanwhile stays revoked).
 async fn issue_with_refresh_scopes(
     core: &Core,
     client: &ClientRecord,
     grant: &GrantRecord,
+    raw_grant: &[u8],
     scopes: &[String],
     refresh_scopes: &[String],
-) -> Result<Value, Failure> {
+) -> Result<Issued, Failure> {
     let now = core.now();
     let lifetime = i64::try_from(core.lifetimes.access_token.as_secs()).unwrap_or(600);
     let mut claims = json!({
@@ -252,12 +315,15 @@ async fn issue_with_refresh_scopes(
         claims["upstream_claims"] = Value::Object(grant.upstream_claims.clone());
     }
     let access_token = core.keys.sign(&claims).map_err(|_| Failure::Unavailable)?;
-    let mut response = json!({
-        "access_token": access_token,
-        "token_type": "Bearer",
-        "expires_in": lifetime,
-        "scope": scopes.join(" "),
-    });
+    let mut issued = Issued {
+        response: json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "scope": scopes.join(" "),
+        }),
+        refresh_key: None,
+    };
     if client.allows_refresh() {
         let refresh = random_token();
         let record = RefreshRecord {
@@ -267,15 +333,34 @@ async fn issue_with_refresh_scopes(
             expires_at: now + i64::try_from(core.lifetimes.refresh_token.as_secs()).unwrap_or(i64::MAX / 2),
         };
         let ttl = Some(core.lifetimes.refresh_token);
-        core.store(core.store.put(REFRESH, &secret_hash(&refresh), encode(&record), ttl)).await?;
+        let key = secret_hash(&refresh);
+        core.store(core.store.put(REFRESH, &key, encode(&record), ttl)).await?;
+        issued.refresh_key = Some(key);
         // The grant lives as long as its newest refresh token.
-        core.store(core.store.put(GRANTS, &grant.grant_id, encode(grant), ttl)).await?;
-        response["refresh_token"] = Value::String(refresh);
+        match core
+            .store(core.store.compare_and_swap(GRANTS, &grant.grant_id, raw_grant, Some(raw_grant.to_vec()), ttl))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                // Revoked (or ended) meanwhile.
+                issued.discard(core).await;
+                return Err(bad_request("invalid_grant", "the grant was revoked"));
+            }
+            Err(e) => {
+                issued.discard(core).await;
+                return Err(e.into());
+            }
+        }
+        issued.response["refresh_token"] = Value::String(refresh);
     }
     if !client.used {
         let mut used = client.clone();
         used.used = true;
-        core.store(core.store.put(CLIENTS, &client.client_id, encode(&used), None)).await?;
+        if let Err(e) = core.store(core.store.put(CLIENTS, &client.client_id, encode(&used), None)).await {
+            issued.discard(core).await;
+            return Err(e.into());
+        }
     }
-    Ok(response)
+    Ok(issued)
 }

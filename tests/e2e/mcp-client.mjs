@@ -4,12 +4,16 @@
 // through the whole OAuth 2.1 flow without a browser.
 //
 // Usage: node mcp-client.mjs [--call TOOL]... [--cimd URL] [--step-up] [--no-auth]
-//                             [--secrets-file PATH] MCP_URL
+//                             [--refresh] [--revoke] [--secrets-file PATH] MCP_URL
 //
 // stdout contract: exactly one JSON object (see README.md). Exit 0 with `"ok": true`, or exit 1
 // with `{"ok": false, "error": ..., "trace": [...]}`. Diagnostics go to stderr. The access
 // token, the authorization code and the PKCE verifier are never printed; `--secrets-file PATH`
 // writes them to PATH (mode 0600) so a test can check that no log contains them.
+//
+// The headless browser follows redirects, and submits the HTML forms of login and consent
+// pages like a browser would (hidden inputs, the `decision=approve` button, cookies, Origin).
+// --refresh and --revoke exercise the token and revocation endpoints directly afterwards.
 
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -28,7 +32,9 @@ const RESPONSE_HEADERS_TIMEOUT_MS = 10_000; // each HTTP exchange until its resp
 const REQUEST_TIMEOUT_MS = 15_000; // each MCP request (initialize, tools/list, tools/call)
 const AUTHORIZE_HOP_TIMEOUT_MS = 5_000; // each hop of the headless "browser"
 const AUTHORIZE_TOTAL_TIMEOUT_MS = 20_000; // one whole authorization round
-const MAX_AUTHORIZE_HOPS = 10;
+const MAX_AUTHORIZE_HOPS = 16;
+const MAX_FORMS = 4; // HTML forms submitted in one authorization round
+const MAX_PAGE_BYTES = 256 * 1024; // largest HTML page read by the headless browser
 // Nothing listens here: the headless browser stops at the redirect that targets it.
 const REDIRECT_URI = 'http://127.0.0.1:53682/callback';
 const CLIENT_INFO = { name: 'tower-mcp-auth-e2e-client', version: '0.1.0' };
@@ -36,7 +42,13 @@ const CLIENT_INFO = { name: 'tower-mcp-auth-e2e-client', version: '0.1.0' };
 const trace = []; // every HTTP exchange the SDK made: "METHOD URL -> STATUS"
 const authorizations = []; // each authorization round the headless browser performed
 // Secrets seen during the run, for --secrets-file only (never printed).
-const secrets = { accessTokens: [], authorizationCodes: [], codeVerifiers: [], refreshTokens: [] };
+const secrets = {
+  accessTokens: [], authorizationCodes: [], codeVerifiers: [], refreshTokens: [], clientSecrets: [], hopCodes: [],
+  formSecrets: [],
+};
+function recordSecret(kind, value) {
+  if (typeof value === 'string' && value && !secrets[kind].includes(value)) secrets[kind].push(value);
+}
 let secretsFile; // set by --secrets-file
 
 function writeSecrets() {
@@ -49,6 +61,9 @@ function writeSecrets() {
     accessTokens: secrets.accessTokens,
     codeVerifiers: secrets.codeVerifiers,
     refreshTokens: secrets.refreshTokens,
+    clientSecrets: secrets.clientSecrets,
+    hopCodes: secrets.hopCodes,
+    formSecrets: secrets.formSecrets,
   };
   try {
     writeFileSync(secretsFile, `${JSON.stringify(doc)}\n`, { mode: 0o600 });
@@ -86,19 +101,28 @@ function parseCli(argv) {
       cimd: { type: 'string' },
       'step-up': { type: 'boolean', default: false },
       'no-auth': { type: 'boolean', default: false },
+      refresh: { type: 'boolean', default: false },
+      revoke: { type: 'boolean', default: false },
       'secrets-file': { type: 'string' },
     },
     allowPositionals: true,
     strict: true,
   });
   if (positionals.length !== 1) {
-    throw new Error('usage: node mcp-client.mjs [--call TOOL]... [--cimd URL] [--step-up] [--no-auth] [--secrets-file PATH] MCP_URL');
+    throw new Error('usage: node mcp-client.mjs [--call TOOL]... [--cimd URL] [--step-up] [--no-auth] [--refresh] [--revoke] [--secrets-file PATH] MCP_URL');
   }
+  if (values['no-auth'] && (values.refresh || values.revoke)) throw new Error('--refresh and --revoke need authorization (not --no-auth)');
   const url = URL.parse(positionals[0]);
   if (!url || !/^https?:$/.test(url.protocol)) throw new Error(`MCP_URL must be an http(s) URL: ${positionals[0]}`);
   secretsFile = values['secrets-file'];
   return {
-    mcpUrl: url, calls: values.call ?? [], cimd: values.cimd, stepUp: values['step-up'], noAuth: values['no-auth'],
+    mcpUrl: url,
+    calls: values.call ?? [],
+    cimd: values.cimd,
+    stepUp: values['step-up'],
+    noAuth: values['no-auth'],
+    refresh: values.refresh,
+    revoke: values.revoke,
   };
 }
 
@@ -181,6 +205,71 @@ function decodeJwt(token) {
   }
 }
 
+// --- The headless browser's HTML forms (our pages are small and regular; no DOM needed). ---
+
+const ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", '#39': "'", '#x27': "'", '#x2F': '/', '#x2f': '/' };
+function decodeEntities(text) {
+  return text.replace(/&(#x[0-9a-f]+|#[0-9]+|[a-z]+);/gi, (whole, name) => {
+    if (name in ENTITIES) return ENTITIES[name];
+    if (/^#x/i.test(name)) return String.fromCodePoint(parseInt(name.slice(2), 16));
+    if (name.startsWith('#')) return String.fromCodePoint(Number(name.slice(1)));
+    return whole;
+  });
+}
+
+function attributes(tag) {
+  const attrs = {};
+  const re = /([^\s"'<>\/=]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`]+)))?/g;
+  const inner = tag.replace(/^<\s*[a-z0-9]+/i, '').replace(/\/?>$/, '');
+  for (const m of inner.matchAll(re)) {
+    attrs[m[1].toLowerCase()] = decodeEntities(m[2] ?? m[3] ?? m[4] ?? '');
+  }
+  return attrs;
+}
+
+// The first `<form method="post">` of a page: its action, the hidden inputs, and the submit
+// button to press (the one with `decision=approve` when there is one, else the first unnamed
+// or named submit button). null when the page has no such form.
+function postForm(html) {
+  for (const m of html.matchAll(/<form\b[^>]*>([\s\S]*?)<\/form\s*>/gi)) {
+    const open = attributes(/<form\b[^>]*>/i.exec(m[0])[0]);
+    if ((open.method ?? 'get').toLowerCase() !== 'post') continue;
+    const fields = [];
+    const buttons = [];
+    for (const tag of m[1].matchAll(/<(input|button)\b[^>]*>/gi)) {
+      const a = attributes(tag[0]);
+      const type = (a.type ?? (tag[1].toLowerCase() === 'button' ? 'submit' : 'text')).toLowerCase();
+      if (type === 'hidden' && a.name) fields.push([a.name, a.value ?? '']);
+      else if (type === 'submit') buttons.push(a);
+    }
+    const button = buttons.find((b) => b.name === 'decision' && b.value === 'approve') ?? buttons[0];
+    return { action: open.action ?? '', fields, button: button ?? null };
+  }
+  return null;
+}
+
+// Reads at most MAX_PAGE_BYTES of a response body as text.
+async function pageText(res) {
+  const reader = res.body?.getReader();
+  if (!reader) return '';
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > MAX_PAGE_BYTES) {
+      await reader.cancel().catch(() => {});
+      throw new Error(`page larger than ${MAX_PAGE_BYTES} bytes`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+// Hidden form values that are secrets of the server (request handles, CSRF tokens, states).
+const SECRET_FIELDS = new Set(['request', 'csrf', 'state']);
+
 class StepUpDeclinedError extends Error {}
 
 // OAuthClientProvider kept in memory for one run. Its "user agent" follows the authorization
@@ -224,6 +313,7 @@ class HeadlessOAuthProvider {
 
   saveClientInformation(info) {
     this.client = info;
+    recordSecret('clientSecrets', info?.client_secret);
   }
 
   tokens() {
@@ -232,13 +322,13 @@ class HeadlessOAuthProvider {
 
   saveTokens(tokens) {
     this.tokenSet = tokens;
-    if (tokens?.access_token) secrets.accessTokens.push(tokens.access_token);
-    if (tokens?.refresh_token) secrets.refreshTokens.push(tokens.refresh_token);
+    recordSecret('accessTokens', tokens?.access_token);
+    recordSecret('refreshTokens', tokens?.refresh_token);
   }
 
   saveCodeVerifier(verifier) {
     this.verifier = verifier;
-    secrets.codeVerifiers.push(verifier);
+    recordSecret('codeVerifiers', verifier);
   }
 
   codeVerifier() {
@@ -278,51 +368,95 @@ class HeadlessOAuthProvider {
 
     const deadline = AbortSignal.timeout(AUTHORIZE_TOTAL_TIMEOUT_MS);
     const jar = new CookieJar();
-    let next = url;
+    round.forms = [];
+    // The next request: a GET of a redirect target, or the POST of a form.
+    let next = { method: 'GET', url, body: undefined, origin: undefined };
     for (let hop = 0; hop < MAX_AUTHORIZE_HOPS; hop++) {
-      const cookie = jar.header(next);
-      const res = await fetch(next, {
+      const headers = {};
+      const cookie = jar.header(next.url);
+      if (cookie) headers.cookie = cookie;
+      if (next.body !== undefined) {
+        headers['content-type'] = 'application/x-www-form-urlencoded';
+        headers.origin = next.origin;
+      }
+      const res = await fetch(next.url, {
+        method: next.method,
         redirect: 'manual',
-        headers: cookie ? { cookie } : {},
+        headers,
+        body: next.body,
         signal: AbortSignal.any([deadline, AbortSignal.timeout(AUTHORIZE_HOP_TIMEOUT_MS)]),
       });
-      jar.store(next, res.headers.getSetCookie());
-      round.hops.push(`GET ${withoutQuery(next)} -> ${res.status}`);
+      jar.store(next.url, res.headers.getSetCookie());
+      round.hops.push(`${next.method} ${withoutQuery(next.url)} -> ${res.status}`);
       const location = res.headers.get('location');
-      if (!location || res.status < 300 || res.status > 399) {
-        const body = (await res.text().catch(() => '')).slice(0, 300);
+      if (location && res.status >= 300 && res.status <= 399) {
+        await res.body?.cancel();
+        const target = new URL(location, next.url);
+        if (withoutQuery(target) === REDIRECT_URI) {
+          this.finishRound(round, target, sentState);
+          return;
+        }
+        // A code on its way elsewhere (an upstream provider's code to the server's callback).
+        recordSecret('hopCodes', target.searchParams.get('code'));
+        // 307/308 repeat the request; every other redirect becomes a GET.
+        next = res.status === 307 || res.status === 308
+          ? { ...next, url: target }
+          : { method: 'GET', url: target, body: undefined, origin: undefined };
+        continue;
+      }
+      const type = res.headers.get('content-type') ?? '';
+      const page = res.status === 200 && /^text\/html\b/i.test(type) ? await pageText(res) : undefined;
+      const form = page === undefined ? null : postForm(page);
+      if (!form) {
+        const body = (page ?? await res.text().catch(() => '')).slice(0, 300);
         round.result = 'failed';
-        throw new Error(`authorization hop ${hop}: HTTP ${res.status} without redirect: ${body}`);
+        throw new Error(`authorization hop ${hop}: HTTP ${res.status} without redirect or form: ${body}`);
       }
-      await res.body?.cancel();
-      const target = new URL(location, next);
-      if (withoutQuery(target) === REDIRECT_URI) {
-        const p = target.searchParams;
-        round.callbackParams = [...p.keys()];
-        if (p.get('state') !== sentState) {
-          round.result = 'failed';
-          throw new Error('state mismatch in authorization response');
-        }
-        this.states.delete(sentState);
-        round.iss = p.get('iss');
-        if (p.get('error')) {
-          round.result = 'failed';
-          round.error = p.get('error');
-          throw new Error(`authorization error: ${p.get('error')}${p.get('error_description') ? ` (${p.get('error_description')})` : ''}`);
-        }
-        if (!p.get('code')) {
-          round.result = 'failed';
-          throw new Error('authorization response without code');
-        }
-        this.pendingCode = p.get('code');
-        secrets.authorizationCodes.push(this.pendingCode);
-        round.result = 'code';
-        return;
+      if (round.forms.length >= MAX_FORMS) {
+        round.result = 'failed';
+        throw new Error(`authorization round submitted ${MAX_FORMS} forms without reaching the redirect_uri`);
       }
-      next = target;
+      // Submit it like a browser: the action resolved against the page URL, every hidden
+      // input, the chosen button's name=value, cookies, and the page's Origin.
+      const action = new URL(form.action || next.url.href, next.url);
+      const fields = [...form.fields];
+      if (form.button?.name) fields.push([form.button.name, form.button.value ?? '']);
+      for (const [name, value] of form.fields) if (SECRET_FIELDS.has(name)) recordSecret('formSecrets', value);
+      round.hops[round.hops.length - 1] += ' (form)';
+      round.forms.push({
+        page: withoutQuery(next.url),
+        action: withoutQuery(action),
+        fields: fields.map(([name]) => name),
+        button: form.button?.name ? `${form.button.name}=${form.button.value ?? ''}` : null,
+      });
+      next = { method: 'POST', url: action, body: new URLSearchParams(fields).toString(), origin: next.url.origin };
     }
     round.result = 'failed';
     throw new Error(`authorization did not reach the redirect_uri within ${MAX_AUTHORIZE_HOPS} hops`);
+  }
+
+  // The authorization response at REDIRECT_URI: checks state, keeps the code for the SDK.
+  finishRound(round, target, sentState) {
+    const p = target.searchParams;
+    round.callbackParams = [...p.keys()];
+    if (p.get('state') !== sentState) {
+      round.result = 'failed';
+      throw new Error('state mismatch in authorization response');
+    }
+    this.states.delete(sentState);
+    round.iss = p.get('iss');
+    if (p.get('error')) {
+      round.result = 'failed';
+      round.error = p.get('error');
+      throw new Error(`authorization error: ${p.get('error')}${p.get('error_description') ? ` (${p.get('error_description')})` : ''}`);
+    }
+    if (!p.get('code')) {
+      round.result = 'failed';
+      throw new Error('authorization response without code');
+    }
+    this.pendingCode = p.get('code');
+    recordSecret('authorizationCodes', this.pendingCode);
+    round.result = 'code';
   }
 
   takeCode() {
@@ -330,6 +464,109 @@ class HeadlessOAuthProvider {
     this.pendingCode = undefined;
     return code;
   }
+}
+
+// --- Direct calls outside the SDK (--refresh, --revoke). ---
+
+// The first JSON-RPC message with `id` in a JSON or event-stream response body.
+async function jsonRpcResponse(res, id) {
+  const type = res.headers.get('content-type') ?? '';
+  if (/^application\/json\b/i.test(type)) {
+    const message = JSON.parse(await pageText(res));
+    return (Array.isArray(message) ? message : [message]).find((m) => m?.id === id) ?? null;
+  }
+  if (!/^text\/event-stream\b/i.test(type) || !res.body) {
+    await res.body?.cancel().catch(() => {});
+    return null;
+  }
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return null;
+      buffer += value.replace(/\r\n?/g, '\n');
+      if (buffer.length > MAX_PAGE_BYTES) throw new Error('event stream too large');
+      let end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const event = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = event.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, '')).join('\n');
+        if (!data) continue;
+        let message;
+        try {
+          message = JSON.parse(data);
+        } catch {
+          continue;
+        }
+        if (message?.id === id) return message;
+      }
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+}
+
+// One raw `tools/call` of `name` (no arguments) with `accessToken`, in the SDK's MCP session.
+// Returns {status, wwwAuthenticate, whoami?}: for a 200 whoami, the parsed token it describes.
+async function rawToolCall(mcpUrl, transport, accessToken, name, id) {
+  const headers = { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream' };
+  if (accessToken) headers.Authorization = `Bearer ${accessToken}`;
+  if (transport.protocolVersion) headers['MCP-Protocol-Version'] = transport.protocolVersion;
+  if (transport.sessionId) headers['Mcp-Session-Id'] = transport.sessionId;
+  const res = await fetch(mcpUrl, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: {} } }),
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
+  const out = { status: res.status, wwwAuthenticate: res.headers.get('www-authenticate') };
+  if (res.status !== 200) {
+    await res.body?.cancel().catch(() => {});
+    return out;
+  }
+  const message = await jsonRpcResponse(res, id);
+  if (message?.error) out.error = message.error;
+  const text = message?.result?.content?.[0]?.text;
+  if (message?.result?.isError) out.isError = true;
+  if (name === 'whoami' && typeof text === 'string') {
+    try {
+      out.whoami = JSON.parse(text);
+    } catch {
+      out.text = text;
+    }
+  }
+  return out;
+}
+
+// A form POST to one of the authorization server's endpoints, authenticated as the client
+// registered (client_secret_basic, client_secret_post, or client_id alone for `none`).
+async function clientPost(endpoint, client, params) {
+  const body = new URLSearchParams(params);
+  const headers = { 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' };
+  const method = client.token_endpoint_auth_method ?? (client.client_secret ? 'client_secret_basic' : 'none');
+  if (method === 'client_secret_basic') {
+    const enc = (v) => encodeURIComponent(v).replace(/%20/g, '+');
+    headers.Authorization = `Basic ${Buffer.from(`${enc(client.client_id)}:${enc(client.client_secret)}`).toString('base64')}`;
+  } else {
+    body.set('client_id', client.client_id);
+    if (method === 'client_secret_post') body.set('client_secret', client.client_secret);
+  }
+  const res = await tracingFetch(endpoint, {
+    method: 'POST', headers, body: body.toString(), signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
+  const text = await pageText(res);
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // not JSON: recorded as null
+  }
+  return { status: res.status, json, cacheControl: res.headers.get('cache-control') };
+}
+
+function oauthError(json) {
+  return typeof json?.error === 'string' ? json.error : null;
 }
 
 function describeError(err) {
@@ -354,7 +591,9 @@ async function withAuthorization(provider, transport, fn) {
 }
 
 async function main() {
-  const { mcpUrl, calls: toCall, cimd, stepUp, noAuth } = parseCli(process.argv.slice(2));
+  const {
+    mcpUrl, calls: toCall, cimd, stepUp, noAuth, refresh: wantRefresh, revoke: wantRevoke,
+  } = parseCli(process.argv.slice(2));
   const provider = new HeadlessOAuthProvider({ cimd, allowReauthorization: stepUp });
   // --no-auth: no OAuth provider at all (for servers without authorization).
   const newTransport = () => new StreamableHTTPClientTransport(
@@ -420,8 +659,73 @@ async function main() {
   const adminPingRaw = { status: raw.status, wwwAuthenticate: raw.headers.get('www-authenticate') };
   await raw.body?.cancel().catch(() => {});
 
-  // 5. End the MCP session politely (best effort), then report.
-  if (transport.sessionId) {
+  // 5. --refresh / --revoke: the token and revocation endpoints, called directly.
+  const asMetadata = provider.discovery?.authorizationServerMetadata;
+  const registered = provider.clientInformation();
+  const resource = provider.discovery?.resourceMetadata?.resource;
+  let refresh;
+  let revoke;
+  let grantRevoked = false;
+  const oldRefreshToken = provider.tokens()?.refresh_token;
+  if (wantRefresh) {
+    if (!asMetadata?.token_endpoint || !registered) throw new Error('--refresh: no token endpoint or client known');
+    if (!oldRefreshToken) throw new Error('--refresh: the authorization server issued no refresh token');
+    const params = { grant_type: 'refresh_token', refresh_token: oldRefreshToken };
+    if (resource) params.resource = resource;
+    const res = await clientPost(asMetadata.token_endpoint, registered, params);
+    refresh = {
+      refreshStatus: res.status,
+      refreshError: oauthError(res.json),
+      cacheControl: res.cacheControl,
+      tokenType: res.json?.token_type ?? null,
+      scope: res.json?.scope ?? null,
+      newAccessToken: Boolean(res.json?.access_token),
+      newAccessTokenDiffers: Boolean(res.json?.access_token) && res.json.access_token !== accessToken,
+      newRefreshToken: Boolean(res.json?.refresh_token),
+      newRefreshTokenDiffers: Boolean(res.json?.refresh_token) && res.json.refresh_token !== oldRefreshToken,
+    };
+    if (res.status === 200 && res.json?.access_token) {
+      provider.saveTokens(res.json); // the SDK's token set: the current tokens from now on
+      const who = await rawToolCall(mcpUrl, transport, res.json.access_token, 'whoami', 'raw-whoami-refreshed');
+      refresh.newWhoamiStatus = who.status;
+      refresh.newWhoami = who.whoami ?? null;
+      if (who.error) refresh.newWhoamiError = who.error;
+    }
+  }
+  if (wantRevoke) {
+    const endpoint = asMetadata?.revocation_endpoint;
+    const current = provider.tokens();
+    if (!endpoint || !registered) throw new Error('--revoke: the authorization server advertises no revocation_endpoint');
+    if (!current?.refresh_token) throw new Error('--revoke: no refresh token to revoke');
+    const res = await clientPost(endpoint, registered, { token: current.refresh_token, token_type_hint: 'refresh_token' });
+    const after = await rawToolCall(mcpUrl, transport, current.access_token, 'whoami', 'raw-whoami-revoked');
+    const again = await clientPost(asMetadata.token_endpoint, registered, {
+      grant_type: 'refresh_token', refresh_token: current.refresh_token, ...(resource ? { resource } : {}),
+    });
+    revoke = {
+      revokeStatus: res.status,
+      afterRevokeStatus: after.status,
+      afterRevokeWwwAuthenticate: after.wwwAuthenticate,
+      refreshAfterRevokeStatus: again.status,
+      refreshAfterRevokeError: oauthError(again.json),
+    };
+    grantRevoked = true;
+  }
+  if (wantRefresh && refresh.refreshStatus === 200) {
+    // The rotated-out refresh token again: refused (and, per RFC 9700, the grant revoked).
+    const params = { grant_type: 'refresh_token', refresh_token: oldRefreshToken };
+    if (resource) params.resource = resource;
+    const res = await clientPost(asMetadata.token_endpoint, registered, params);
+    refresh.oldRefreshStatus = res.status;
+    refresh.oldRefreshError = oauthError(res.json);
+    const after = await rawToolCall(mcpUrl, transport, provider.tokens()?.access_token, 'whoami', 'raw-whoami-reused');
+    refresh.afterReuseStatus = after.status;
+    grantRevoked ||= after.status === 401;
+  }
+
+  // 6. End the MCP session politely (best effort; not once the grant is revoked, when the SDK
+  // would start a new authorization to do it), then report.
+  if (transport.sessionId && !grantRevoked) {
     await Promise.race([
       transport.terminateSession().catch(() => {}),
       new Promise((resolve) => { setTimeout(resolve, 3_000).unref(); }),
@@ -451,6 +755,8 @@ async function main() {
     tools,
     calls,
     adminPingRaw,
+    ...(wantRefresh ? { refresh } : {}),
+    ...(wantRevoke ? { revoke } : {}),
     authorizations,
     trace,
   }, 0);

@@ -3,9 +3,10 @@
 // end-to-end tests, built on the `oidc-provider` package.
 //
 // Usage:
-//   node oidc-provider.mjs --resource URL [--resource URL2 ...] [--port N] \
+//   node oidc-provider.mjs [--resource URL ...] [--client ID:SECRET:REDIRECT_URI ...] [--port N] \
 //        [--scopes "mcp:read mcp:admin"] [--access-token-ttl SECONDS] [--alg RS256|ES256] \
-//        [--ignore-stdin]
+//        [--opaque-access-tokens] [--secrets-file PATH] [--ignore-stdin]
+//   (at least one --resource or --client)
 //
 // stdout contract: exactly one line, `listening on http://127.0.0.1:PORT`, once the server is
 // ready (the issuer is that URL). Everything else goes to stderr.
@@ -19,10 +20,20 @@
 // - headless interactions: /interaction/:uid logs in the fixed user `e2e-user` and grants what
 //   the client asked for (restricted to what the resource server allows), then redirects back
 //   into the flow. No HTML is ever needed.
+// - --client ID:SECRET:REDIRECT_URI pre-registers a confidential web client (client_secret_basic,
+//   authorization_code + refresh_token; refresh tokens always issued, no offline_access needed),
+//   such as an OAuth proxy signing its users in here. When it names no resource, its access
+//   token is a JWT whose `aud` is its own client ID (scope `openid email profile`), unless
+//   --opaque-access-tokens: then it is opaque (usable at userinfo) and the ID token is the
+//   identity proof. The user `e2e-user` has email `e2e@example.test` (verified) and name
+//   `E2E User` (scopes email, profile): in the ID token when the access token is a JWT, at
+//   userinfo otherwise (oidc-provider's conformIdTokenClaims).
+// - --secrets-file PATH: every token, code and client secret issued is written there (0600).
 // - exits on SIGTERM, SIGINT, and when stdin ends (parent process gone) unless --ignore-stdin:
 //   a parent must therefore hand it a pipe it keeps open (not /dev/null).
 
 import * as crypto from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { parseArgs } from 'node:util';
 
@@ -41,7 +52,10 @@ const cfg = parseCli(process.argv.slice(2)); // before loading the library: usag
 const { default: Provider, errors: oidcErrors } = await import('oidc-provider');
 
 const ACCOUNT_ID = 'e2e-user';
+const ACCOUNT_CLAIMS = { email: 'e2e@example.test', email_verified: true, name: 'E2E User' };
 const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email'];
+// The access token scope of a --client client's own JWT access tokens.
+const CLIENT_TOKEN_SCOPES = 'openid email profile';
 
 function fail(message) {
   process.stderr.write(`oidc-provider.mjs: ${message}\n`);
@@ -55,6 +69,9 @@ function parseCli(argv) {
       args: argv,
       options: {
         resource: { type: 'string', multiple: true },
+        client: { type: 'string', multiple: true },
+        'opaque-access-tokens': { type: 'boolean', default: false },
+        'secrets-file': { type: 'string' },
         port: { type: 'string', default: '0' },
         scopes: { type: 'string', default: 'mcp:read mcp:admin' },
         'access-token-ttl': { type: 'string', default: '300' },
@@ -69,7 +86,9 @@ function parseCli(argv) {
   }
   const v = parsed.values;
   const resources = v.resource ?? [];
-  if (resources.length === 0) fail('at least one --resource URL is required');
+  const clients = (v.client ?? []).map(parseClient);
+  if (resources.length === 0 && clients.length === 0) fail('at least one --resource URL or --client is required');
+  if (new Set(clients.map((c) => c.id)).size !== clients.length) fail('--client IDs must be distinct');
   for (const r of resources) {
     const u = URL.parse(r);
     if (!u || !/^https?:$/.test(u.protocol) || u.hash) fail(`--resource must be an absolute http(s) URL without fragment: ${r}`);
@@ -82,8 +101,34 @@ function parseCli(argv) {
   const scopes = v.scopes.split(/\s+/).filter(Boolean);
   if (scopes.length === 0) fail('--scopes must name at least one scope');
   return {
-    resources: [...new Set(resources)], port, scopes, ttl, alg: v.alg, watchStdin: !v['ignore-stdin'],
+    resources: [...new Set(resources)],
+    clients,
+    opaqueAccessTokens: v['opaque-access-tokens'],
+    secretsFile: v['secrets-file'],
+    port,
+    scopes,
+    ttl,
+    alg: v.alg,
+    watchStdin: !v['ignore-stdin'],
   };
+}
+
+// --client ID:SECRET:REDIRECT_URI (the redirect URI holds colons of its own).
+function parseClient(spec) {
+  const first = spec.indexOf(':');
+  const second = first < 0 ? -1 : spec.indexOf(':', first + 1);
+  if (second < 0) fail(`--client must be ID:SECRET:REDIRECT_URI, got ${spec}`);
+  const id = spec.slice(0, first);
+  const secret = spec.slice(first + 1, second);
+  const redirectUri = spec.slice(second + 1);
+  const token = /^[A-Za-z0-9._~-]+$/;
+  if (!token.test(id)) fail(`--client ID must be non-empty [A-Za-z0-9._~-]: ${id}`);
+  if (!token.test(secret)) fail('--client SECRET must be non-empty [A-Za-z0-9._~-]');
+  const u = URL.parse(redirectUri);
+  if (!u || !/^https?:$/.test(u.protocol) || u.hash || u.href !== redirectUri) {
+    fail(`--client REDIRECT_URI must be an absolute http(s) URL in normal form without fragment: ${redirectUri}`);
+  }
+  return { id, secret, redirectUri };
 }
 
 function signingJwk(alg) {
@@ -176,6 +221,55 @@ class MemoryAdapter {
   }
 }
 
+// --secrets-file: everything secret this provider hands out, for tests that check where those
+// values must never appear (logs, databases). Rewritten after each addition.
+const issued = { accessTokens: [], refreshTokens: [], idTokens: [], authorizationCodes: [], clientSecrets: [] };
+function recordIssued(kind, value) {
+  if (!cfg.secretsFile || typeof value !== 'string' || !value || issued[kind].includes(value)) return;
+  issued[kind].push(value);
+  try {
+    writeFileSync(cfg.secretsFile, `${JSON.stringify(issued)}\n`, { mode: 0o600 });
+  } catch (err) {
+    process.stderr.write(`oidc-provider.mjs: cannot write --secrets-file: ${err.message}\n`);
+  }
+}
+for (const c of cfg.clients) recordIssued('clientSecrets', c.secret);
+
+// Captures what a response carries (token endpoint bodies, codes in redirects) for --secrets-file.
+function captureIssued(req, res) {
+  if (!cfg.secretsFile) return;
+  const path = new URL(req.url, 'http://x').pathname;
+  const chunks = [];
+  if (req.method === 'POST' && (path === '/token' || path === '/reg')) {
+    const { write, end } = res;
+    res.write = function capture(chunk, ...rest) {
+      if (chunk) chunks.push(Buffer.from(chunk));
+      return write.call(this, chunk, ...rest);
+    };
+    res.end = function capture(chunk, ...rest) {
+      if (chunk && typeof chunk !== 'function') chunks.push(Buffer.from(chunk));
+      return end.call(this, chunk, ...rest);
+    };
+  }
+  res.once('finish', () => {
+    const location = res.getHeader('location');
+    if (typeof location === 'string') {
+      const code = URL.parse(location, issuer)?.searchParams.get('code');
+      if (code) recordIssued('authorizationCodes', code);
+    }
+    if (!chunks.length) return;
+    let body;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      return;
+    }
+    recordIssued('accessTokens', body.access_token);
+    recordIssued('refreshTokens', body.refresh_token);
+    recordIssued('idTokens', body.id_token);
+    recordIssued('clientSecrets', body.client_secret);
+  });
+}
 
 // Die with the parent: a test harness holds our stdin open; when it goes away, so do we.
 let server;
@@ -217,12 +311,33 @@ const issuer = `http://127.0.0.1:${port}`;
 const key = signingJwk(cfg.alg);
 const resourceSet = new Set(cfg.resources);
 const allowedScopes = cfg.scopes.join(' ');
+// Each --client client's own default resource: the indicator of its JWT access tokens (aud =
+// its client ID) when it names no resource. Not used with --opaque-access-tokens.
+const clientResource = (id) => `urn:oidc-provider-e2e:client:${id}`;
+const staticClients = new Map(cfg.clients.map((c) => [c.id, c]));
+const clientResources = new Map(cfg.clients.map((c) => [clientResource(c.id), c.id]));
 
 const provider = new Provider(issuer, {
   adapter: MemoryAdapter,
   jwks: { keys: [key] },
   cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
   scopes: OIDC_SCOPES,
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+  clients: cfg.clients.map((c) => ({
+    client_id: c.id,
+    client_secret: c.secret,
+    redirect_uris: [c.redirectUri],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+    application_type: 'web',
+  })),
+  // Refresh tokens for the --client clients whether or not offline_access was asked for;
+  // dynamically registered clients get one only with offline_access (never, in the MCP flow).
+  async issueRefreshToken(_ctx, client, source) {
+    return client.grantTypeAllowed('refresh_token')
+      && (staticClients.has(client.clientId) || source.scopes.has('offline_access'));
+  },
   responseTypes: ['code'],
   pkce: { required: () => true },
   clientDefaults: {
@@ -241,7 +356,8 @@ const provider = new Provider(issuer, {
     RefreshToken: 3600,
   },
   async findAccount(_ctx, sub) {
-    return { accountId: sub, async claims() { return { sub }; } };
+    const extra = sub === ACCOUNT_ID ? ACCOUNT_CLAIMS : {};
+    return { accountId: sub, async claims() { return { sub, ...extra }; } };
   },
   interactions: {
     url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
@@ -249,19 +365,35 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     registration: { enabled: true, initialAccessToken: false },
+    // RFC 7009 at /token/revocation: an OAuth proxy revokes its upstream grant with it.
+    revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      // No resource in the authorization request => the first configured resource. At the
-      // token endpoint `oneOf` lists the grant's resources; pick one deterministically.
-      async defaultResource(_ctx, _client, oneOf) {
+      // No resource in the authorization request => a --client client's own resource, else
+      // the first configured resource; with --opaque-access-tokens, none (opaque access
+      // token). At the token endpoint `oneOf` lists the grant's resources; pick one
+      // deterministically.
+      async defaultResource(_ctx, client, oneOf) {
         if (oneOf) return oneOf.includes(cfg.resources[0]) ? cfg.resources[0] : oneOf[0];
+        if (cfg.opaqueAccessTokens) return undefined;
+        if (client && staticClients.has(client.clientId)) return clientResource(client.clientId);
         return cfg.resources[0];
       },
       // Token request without `resource` => use the resource the code was granted for.
       async useGrantedResource() {
         return true;
       },
-      async getResourceServerInfo(_ctx, resourceIndicator) {
+      async getResourceServerInfo(_ctx, resourceIndicator, client) {
+        const owner = clientResources.get(resourceIndicator);
+        if (owner !== undefined && !cfg.opaqueAccessTokens && client?.clientId === owner) {
+          return {
+            scope: CLIENT_TOKEN_SCOPES,
+            audience: owner,
+            accessTokenTTL: cfg.ttl,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: cfg.alg } },
+          };
+        }
         if (!resourceSet.has(resourceIndicator)) {
           throw new oidcErrors.InvalidTarget(`unknown resource indicator: ${resourceIndicator}`);
         }
@@ -319,7 +451,10 @@ const INTERACTION_PATH = /^\/interaction\/[A-Za-z0-9_-]+$/;
 
 handler = async (req, res) => {
   try {
+    captureIssued(req, res);
     const path = new URL(req.url, issuer).pathname;
+    // Access log (path only: queries carry codes and states).
+    res.once('finish', () => process.stderr.write(`oidc-provider.mjs: ${req.method} ${path} -> ${res.statusCode}\n`));
     if (req.method === 'GET' && INTERACTION_PATH.test(path)) {
       await interaction(req, res);
       return;
@@ -354,4 +489,4 @@ handler = async (req, res) => {
 };
 
 process.stdout.write(`listening on ${issuer}\n`);
-process.stderr.write(`oidc-provider.mjs: issuer ${issuer}, alg ${cfg.alg}, kid ${key.kid}, resources ${cfg.resources.join(', ')}, scopes "${allowedScopes}", access token ttl ${cfg.ttl}s\n`);
+process.stderr.write(`oidc-provider.mjs: issuer ${issuer}, alg ${cfg.alg}, kid ${key.kid}, resources ${cfg.resources.join(', ') || '(none)'}, scopes "${allowedScopes}", access token ttl ${cfg.ttl}s, clients ${cfg.clients.map((c) => c.id).join(', ') || '(none)'}, ${cfg.opaqueAccessTokens ? 'opaque' : 'JWT'} access tokens without resource\n`);

@@ -246,3 +246,121 @@ test('ES256 mode signs with a P-256 key', async () => {
     assert.equal(code, 0);
   }
 });
+
+// --client: a pre-registered confidential web client (an OAuth proxy in front of MCP servers)
+// that names no resource, like the example server in proxy mode.
+const PROXY_ID = 'mcp-proxy';
+const PROXY_SECRET = 'proxy-secret-0123456789';
+const PROXY_REDIRECT = 'http://127.0.0.1:9/callback';
+
+async function startProxyProvider(extra) {
+  const started = await startProvider(['--client', `${PROXY_ID}:${PROXY_SECRET}:${PROXY_REDIRECT}`, ...extra]);
+  const doc = await (await fetch(`${started.issuer}/.well-known/openid-configuration`, { signal: timeout() })).json();
+  return { ...started, doc };
+}
+
+async function stopProvider(proc) {
+  proc.kill('SIGTERM');
+  const [code] = await once(proc, 'exit');
+  assert.equal(code, 0);
+}
+
+// Signs the proxy in (no resource, scope openid email profile) and exchanges the code with
+// client_secret_basic.
+async function proxySignIn(doc) {
+  const { verifier, challenge } = pkce();
+  const url = new URL(doc.authorization_endpoint);
+  for (const [k, v] of Object.entries({
+    response_type: 'code', client_id: PROXY_ID, redirect_uri: PROXY_REDIRECT, code_challenge: challenge,
+    code_challenge_method: 'S256', state: 'st', nonce: 'n-0123456789', scope: 'openid email profile',
+  })) url.searchParams.set(k, v);
+  const cookies = new Map();
+  let next = url;
+  let callback;
+  for (let hop = 0; hop < 10 && !callback; hop++) {
+    const headers = cookies.size ? { cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join('; ') } : {};
+    const res = await fetch(next, { redirect: 'manual', headers, signal: timeout() });
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(';');
+      const i = pair.indexOf('=');
+      cookies.set(pair.slice(0, i), pair.slice(i + 1));
+    }
+    const location = res.headers.get('location');
+    assert.ok(location, `hop ${hop}: HTTP ${res.status} without redirect: ${await res.text()}`);
+    const target = new URL(location, next);
+    if (target.origin + target.pathname === PROXY_REDIRECT) callback = target.searchParams;
+    next = target;
+  }
+  assert.ok(callback?.get('code'), JSON.stringify(callback && Object.fromEntries(callback)));
+  const basic = Buffer.from(`${PROXY_ID}:${PROXY_SECRET}`).toString('base64');
+  const res = await fetch(doc.token_endpoint, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${basic}` },
+    body: new URLSearchParams({
+      grant_type: 'authorization_code', code: callback.get('code'), redirect_uri: PROXY_REDIRECT, code_verifier: verifier,
+    }),
+    signal: timeout(),
+  });
+  const body = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(body));
+  return body;
+}
+
+async function proxyRefresh(doc, refreshToken) {
+  const basic = Buffer.from(`${PROXY_ID}:${PROXY_SECRET}`).toString('base64');
+  const res = await fetch(doc.token_endpoint, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${basic}` },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken }),
+    signal: timeout(),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+test('--client without resource: JWT access token for the client itself, ID token with the claims, refresh token', async () => {
+  const { proc, issuer: iss, doc } = await startProxyProvider([]);
+  try {
+    const body = await proxySignIn(doc);
+    const at = decode(body.access_token);
+    assert.equal(at.header.typ, 'at+jwt');
+    assert.equal(at.payload.aud, PROXY_ID);
+    assert.equal(at.payload.iss, iss);
+    assert.equal(at.payload.sub, 'e2e-user');
+    assert.equal(at.payload.scope, 'openid email profile');
+    const id = decode(body.id_token).payload;
+    assert.equal(id.aud, PROXY_ID);
+    assert.equal(id.nonce, 'n-0123456789');
+    assert.equal(id.email, 'e2e@example.test');
+    assert.equal(id.email_verified, true);
+    assert.equal(id.name, 'E2E User');
+    assert.ok(body.refresh_token, 'a refresh token without offline_access');
+    const refreshed = await proxyRefresh(doc, body.refresh_token);
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+    assert.equal(decode(refreshed.body.access_token).payload.aud, PROXY_ID);
+  } finally {
+    await stopProvider(proc);
+  }
+});
+
+test('--client with --opaque-access-tokens: opaque access token, claims at userinfo', async () => {
+  const { proc, doc } = await startProxyProvider(['--opaque-access-tokens']);
+  try {
+    const body = await proxySignIn(doc);
+    assert.equal(body.access_token.split('.').length, 1, 'an opaque access token');
+    const id = decode(body.id_token).payload;
+    assert.equal(id.sub, 'e2e-user');
+    assert.equal(id.aud, PROXY_ID);
+    assert.equal(id.email, undefined, 'claims only at userinfo (conformIdTokenClaims)');
+    assert.ok(body.refresh_token);
+    const info = await fetch(doc.userinfo_endpoint, {
+      headers: { authorization: `Bearer ${body.access_token}` }, signal: timeout(),
+    });
+    assert.equal(info.status, 200);
+    assert.deepEqual(await info.json(), { sub: 'e2e-user', email: 'e2e@example.test', email_verified: true, name: 'E2E User' });
+    const refreshed = await proxyRefresh(doc, body.refresh_token);
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+    assert.equal(refreshed.body.access_token.split('.').length, 1);
+  } finally {
+    await stopProvider(proc);
+  }
+});

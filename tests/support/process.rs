@@ -1,10 +1,14 @@
-//! Child processes for the tests that run real binaries (tests/examples.rs, tests/e2e_oidc.rs):
-//! the examples, built on first use; long-running servers that are killed on drop; one-shot runs.
+//! Child processes for the tests that run real binaries (tests/examples.rs, tests/e2e_oidc.rs,
+//! tests/e2e_proxy.rs, tests/restart.rs): the examples, built on first use; the Node.js helpers
+//! of tests/e2e (dependencies installed on first use); long-running servers that are killed on
+//! drop; one-shot runs.
 
+use std::fs::OpenOptions;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
@@ -18,6 +22,11 @@ pub const STARTUP: Duration = Duration::from_secs(30);
 pub const STOP: Duration = Duration::from_secs(15);
 /// Time for a one-shot run of an example ([`run_to_exit`]) to exit.
 pub const RUN: Duration = Duration::from_secs(30);
+/// Time for `npm ci` in tests/e2e.
+pub const NPM_INSTALL: Duration = Duration::from_secs(600);
+
+/// The Node.js helpers (tests/e2e/README.md).
+pub const E2E_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
 
 /// The examples built on first use: `cargo test --test …` does not build examples.
 const EXAMPLES: [&str; 4] = ["axum", "hyper", "tonic", "mcp_server"];
@@ -76,6 +85,118 @@ pub fn wait_blocking(mut child: std::process::Child, deadline: Duration, what: &
 }
 
 // ---------------------------------------------------------------------------------------------
+// The Node.js helpers.
+
+/// Runs `npm ci` in tests/e2e unless the dependencies are there, under the lock file
+/// `.npm-ci.lock` so that two test processes never install at once (the same protocol as
+/// tests/e2e_oidc.rs). Blocking: call it from `spawn_blocking`.
+pub fn ensure_node_modules() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = Path::new(E2E_DIR);
+        let installed = || {
+            // npm writes node_modules/.package-lock.json when an install completes.
+            [
+                "node_modules/.package-lock.json",
+                "node_modules/oidc-provider/package.json",
+                "node_modules/@modelcontextprotocol/sdk/package.json",
+            ]
+            .iter()
+            .all(|p| dir.join(p).is_file())
+        };
+        let lock_path = dir.join(".npm-ci.lock");
+        if installed() && !lock_path.exists() {
+            return;
+        }
+        let _lock = LockFile::acquire(&lock_path, NPM_INSTALL);
+        if installed() {
+            return;
+        }
+        eprintln!("e2e: running `npm ci` in {E2E_DIR}");
+        let child = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run npm (Node.js 20+ and npm are needed): {e}"));
+        let log = wait_blocking(child, NPM_INSTALL, "npm ci").unwrap_or_else(|e| panic!("npm ci failed:\n{e}"));
+        assert!(installed(), "npm ci failed:\n{log}");
+    });
+}
+
+/// A lock held by creating a file exclusively; removed on drop.
+struct LockFile(PathBuf);
+
+impl LockFile {
+    fn acquire(path: &Path, deadline: Duration) -> Self {
+        let start = Instant::now();
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(_) => return Self(path.to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // A lock older than the longest install is left over from a killed process.
+                    let age = std::fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok());
+                    if age.is_some_and(|age| age > deadline) {
+                        let _ = std::fs::remove_file(path);
+                        continue;
+                    }
+                    assert!(start.elapsed() < deadline, "{} still held after {deadline:?}", path.display());
+                    // Polling the lock's release, bounded by the deadline above.
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => panic!("cannot create {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `node tests/e2e/SCRIPT`, run in tests/e2e.
+pub fn node(script: &str) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.arg(Path::new(E2E_DIR).join(script)).current_dir(E2E_DIR);
+    cmd
+}
+
+/// A loopback port that was free a moment ago (for servers whose URL must be known before
+/// they start; callers retry on the rare lost race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A free loopback port outside the usual ephemeral ranges (Linux 32768–60999, BSD, macOS and
+/// Windows 49152–65535), for a server restarted on the same port: while it is down, no
+/// outgoing connection is given the port as its source port.
+pub fn restartable_port() -> u16 {
+    for _ in 0..100 {
+        let mut r = [0u8; 2];
+        getrandom::fill(&mut r).unwrap();
+        let port = 20_000 + u16::from_le_bytes(r) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
+}
+
+/// `n` random bytes as lowercase hex (keys and client secrets handed to child processes).
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Long-running processes.
 
 /// A long-running child whose stdout and stderr are collected into one buffer (stdout is read
@@ -128,6 +249,16 @@ impl Proc {
             Ok(Ok(line)) => Some(line),
             Ok(Err(_)) => None,
             Err(_) => panic!("{} printed nothing within {STARTUP:?}:\n{}", self.name, self.output()),
+        }
+    }
+
+    /// The address in the `listening on URL` first line, or `None` if the process ended without
+    /// printing one (its output then tells why). Panics on any other first line.
+    pub async fn listening_on(&mut self) -> Option<String> {
+        let line = self.first_line().await?;
+        match line.strip_prefix("listening on ") {
+            Some(url) => Some(url.to_owned()),
+            None => panic!("{} printed {line:?} instead of `listening on URL`:\n{}", self.name, self.output()),
         }
     }
 
