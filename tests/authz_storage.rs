@@ -688,3 +688,36 @@ async fn l02_error_paths_carry_no_internal_detail() {
         assert!(faults.injected() >= 7);
     }
 }
+
+// Issue 3 §3: handlers load the upstream access token on demand; an expired one is refreshed
+// at the provider while the grant is alive, the result is stored (encrypted) for the next
+// call, and a revoked grant gives nothing.
+#[tokio::test]
+async fn upstream_access_token_is_refreshed_on_demand() {
+    for backend in BACKENDS {
+        let (env, up) = env_with_upstream(backend, |b| b).await;
+        let client = env.register().await;
+        let (code, verifier) = upstream_code(&env, &up, &mut Browser::default(), &client, &[]).await;
+        let (at, rt) = tokens(&env, &client, &code, &verifier).await;
+        let token = verify(&env, &at).await.unwrap();
+        let access = upstream_access(&token);
+        let first = access.access_token().await.unwrap();
+        assert_eq!(up.refreshes.load(std::sync::atomic::Ordering::SeqCst), 0, "{backend:?}: fresh, no refresh");
+        // The provider's token (1 h) expires.
+        env.clock.advance(std::time::Duration::from_secs(3600));
+        let second = access.access_token().await.unwrap();
+        assert_ne!(first, second, "{backend:?}: refreshed");
+        assert_eq!(up.refreshes.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(access.access_token().await.unwrap(), second, "{backend:?}: the refreshed token was stored");
+        assert_eq!(up.refreshes.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The provider refuses to refresh: expired, not a server error.
+        env.clock.advance(std::time::Duration::from_secs(3600));
+        up.knobs.lock().unwrap().refresh_fails = Some(UpFail::Refused);
+        assert_eq!(access.access_token().await, Err(UpstreamAccessError::Expired));
+        // A revoked grant gives nothing.
+        up.knobs.lock().unwrap().refresh_fails = None;
+        let r = env.post_form("/revoke", &[("token", rt.as_str()), ("client_id", client.as_str())], &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(access.access_token().await, Err(UpstreamAccessError::Revoked), "{backend:?}");
+    }
+}

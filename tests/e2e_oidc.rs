@@ -7,101 +7,21 @@
 
 mod support;
 
-use std::fs::OpenOptions;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::process::{Proc, example, output_within, wait_blocking};
+use support::process::{Proc, ensure_node_modules, example, free_port, node, output_within};
 use tokio::process::Command;
 use tower_mcp_auth::challenge;
 
-const E2E_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
 /// Everything after the builds: start both servers, sign in, call the tools, stop.
 const WHOLE_TEST: Duration = Duration::from_secs(120);
 /// Time for the client driver (its own hard limit is 60 s).
 const CLIENT: Duration = Duration::from_secs(75);
-/// Time for `npm ci`.
-const INSTALL: Duration = Duration::from_secs(600);
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites: the Node dependencies and the example binary.
-
-/// Runs `npm ci` in tests/e2e unless the dependencies are there, under a lock file so that two
-/// test processes never install at once.
-fn ensure_node_modules() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let dir = Path::new(E2E_DIR);
-        let installed = || {
-            // npm writes node_modules/.package-lock.json when an install completes.
-            [
-                "node_modules/.package-lock.json",
-                "node_modules/oidc-provider/package.json",
-                "node_modules/@modelcontextprotocol/sdk/package.json",
-            ]
-            .iter()
-            .all(|p| dir.join(p).is_file())
-        };
-        let lock_path = dir.join(".npm-ci.lock");
-        if installed() && !lock_path.exists() {
-            return;
-        }
-        let _lock = LockFile::acquire(&lock_path, INSTALL);
-        if installed() {
-            return;
-        }
-        eprintln!("e2e: running `npm ci` in {E2E_DIR}");
-        let child = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run npm (Node.js 20+ and npm are needed): {e}"));
-        let log = wait_blocking(child, INSTALL, "npm ci").unwrap_or_else(|e| panic!("npm ci failed:\n{e}"));
-        assert!(installed(), "npm ci failed:\n{log}");
-    });
-}
-
-/// A lock held by creating a file exclusively; removed on drop.
-struct LockFile(PathBuf);
-
-impl LockFile {
-    fn acquire(path: &Path, deadline: Duration) -> Self {
-        let start = Instant::now();
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(_) => return Self(path.to_owned()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    // A lock older than the longest install is left over from a killed process.
-                    let age = std::fs::metadata(path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok());
-                    if age.is_some_and(|age| age > deadline) {
-                        let _ = std::fs::remove_file(path);
-                        continue;
-                    }
-                    assert!(start.elapsed() < deadline, "{} still held after {deadline:?}", path.display());
-                    // Polling the lock's release, bounded by the deadline above.
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-                Err(e) => panic!("cannot create {}: {e}", path.display()),
-            }
-        }
-    }
-}
-
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// The Node dependencies, and the mcp_server example binary, built on first use
 /// (`cargo test --test e2e_oidc` builds no examples).
@@ -116,17 +36,6 @@ async fn prerequisites() -> PathBuf {
 
 // ---------------------------------------------------------------------------------------------
 // Child processes (the servers are `support::process::Proc`s).
-
-/// A port that was free a moment ago (the resource URL must be known before the server starts).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn node(script: &str) -> Command {
-    let mut cmd = Command::new("node");
-    cmd.arg(Path::new(E2E_DIR).join(script)).current_dir(E2E_DIR);
-    cmd
-}
 
 /// Runs `mcp-client.mjs` and returns its JSON result (asserting `ok`).
 async fn run_client(args: &[&str], server: &Proc) -> Value {
