@@ -2,6 +2,7 @@
 //! (for fault injection), and the resource-server stack around an inspecting echo service.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "sqlite")]
 pub mod authz;
 pub mod idp;
 pub mod keys;
