@@ -15,16 +15,15 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::process::{Proc, example, wait_blocking};
+use support::process::{Proc, ensure_npm, example};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -42,85 +41,18 @@ const SUITE_READY: Duration = Duration::from_secs(30);
 const SUITE_FINISH: Duration = Duration::from_secs(30);
 /// Time for one HTTP exchange of the browser.
 const EXCHANGE: Duration = Duration::from_secs(15);
-/// Time for `npm ci`.
-const INSTALL: Duration = Duration::from_secs(600);
 /// The scenarios `conformance authorization` runs, and the checks each must report.
 const SCENARIOS: [&str; 2] = ["authorization-server-metadata-endpoint", "authorization-code-grant"];
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites: the Node dependencies and the example binary.
 
-/// Runs `npm ci` in tests/conformance unless the dependencies are there, under a lock file so
-/// that two test processes never install at once (as tests/e2e_oidc.rs does for tests/e2e).
+/// `npm ci` in tests/conformance on first use.
 fn ensure_node_modules() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let dir = Path::new(SUITE_DIR);
-        let installed = || {
-            // npm writes node_modules/.package-lock.json when an install completes.
-            [
-                "node_modules/.package-lock.json",
-                "node_modules/@modelcontextprotocol/conformance/package.json",
-                SUITE_BIN,
-            ]
-            .iter()
-            .all(|p| dir.join(p).is_file())
-        };
-        let lock_path = dir.join(".npm-ci.lock");
-        if installed() && !lock_path.exists() {
-            return;
-        }
-        let _lock = LockFile::acquire(&lock_path, INSTALL);
-        if installed() {
-            return;
-        }
-        eprintln!("conformance: running `npm ci` in {SUITE_DIR}");
-        let child = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run npm (Node.js 20+ and npm are needed): {e}"));
-        let log = wait_blocking(child, INSTALL, "npm ci").unwrap_or_else(|e| panic!("npm ci failed:\n{e}"));
-        assert!(installed(), "npm ci failed:\n{log}");
+        ensure_npm(Path::new(SUITE_DIR), &["node_modules/@modelcontextprotocol/conformance/package.json", SUITE_BIN])
     });
-}
-
-/// A lock held by creating a file exclusively; removed on drop.
-struct LockFile(PathBuf);
-
-impl LockFile {
-    fn acquire(path: &Path, deadline: Duration) -> Self {
-        let start = Instant::now();
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(_) => return Self(path.to_owned()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    // A lock older than the longest install is left over from a killed process.
-                    let age = std::fs::metadata(path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok());
-                    if age.is_some_and(|age| age > deadline) {
-                        let _ = std::fs::remove_file(path);
-                        continue;
-                    }
-                    assert!(start.elapsed() < deadline, "{} still held after {deadline:?}", path.display());
-                    // Polling the lock's release, bounded by the deadline above.
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-                Err(e) => panic!("cannot create {}: {e}", path.display()),
-            }
-        }
-    }
-}
-
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// The Node dependencies and the mcp_server example, built on first use.

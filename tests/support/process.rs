@@ -87,43 +87,44 @@ pub fn wait_blocking(mut child: std::process::Child, deadline: Duration, what: &
 // ---------------------------------------------------------------------------------------------
 // The Node.js helpers.
 
-/// Runs `npm ci` in tests/e2e unless the dependencies are there, under the lock file
-/// `.npm-ci.lock` so that two test processes never install at once (the same protocol as
-/// tests/e2e_oidc.rs). Blocking: call it from `spawn_blocking`.
+/// Runs `npm ci` in tests/e2e unless the dependencies are there (see [`ensure_npm`]).
+/// Blocking: call it from `spawn_blocking`.
 pub fn ensure_node_modules() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let dir = Path::new(E2E_DIR);
-        let installed = || {
-            // npm writes node_modules/.package-lock.json when an install completes.
-            [
-                "node_modules/.package-lock.json",
-                "node_modules/oidc-provider/package.json",
-                "node_modules/@modelcontextprotocol/sdk/package.json",
-            ]
-            .iter()
-            .all(|p| dir.join(p).is_file())
-        };
-        let lock_path = dir.join(".npm-ci.lock");
-        if installed() && !lock_path.exists() {
-            return;
-        }
-        let _lock = LockFile::acquire(&lock_path, NPM_INSTALL);
-        if installed() {
-            return;
-        }
-        eprintln!("e2e: running `npm ci` in {E2E_DIR}");
-        let child = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run npm (Node.js 20+ and npm are needed): {e}"));
-        let log = wait_blocking(child, NPM_INSTALL, "npm ci").unwrap_or_else(|e| panic!("npm ci failed:\n{e}"));
-        assert!(installed(), "npm ci failed:\n{log}");
+        ensure_npm(
+            Path::new(E2E_DIR),
+            &["node_modules/oidc-provider/package.json", "node_modules/@modelcontextprotocol/sdk/package.json"],
+        )
     });
+}
+
+/// Runs `npm ci` in `dir` unless `node_modules` is complete (npm's own
+/// `node_modules/.package-lock.json` and every file of `markers` exist), under the lock file
+/// `.npm-ci.lock` so that two test processes never install at once. Blocking.
+pub fn ensure_npm(dir: &Path, markers: &[&str]) {
+    let installed = || {
+        std::iter::once("node_modules/.package-lock.json").chain(markers.iter().copied()).all(|p| dir.join(p).is_file())
+    };
+    let lock_path = dir.join(".npm-ci.lock");
+    if installed() && !lock_path.exists() {
+        return;
+    }
+    let _lock = LockFile::acquire(&lock_path, NPM_INSTALL);
+    if installed() {
+        return;
+    }
+    eprintln!("running `npm ci` in {}", dir.display());
+    let child = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run npm (Node.js 20+ and npm are needed): {e}"));
+    let log = wait_blocking(child, NPM_INSTALL, "npm ci").unwrap_or_else(|e| panic!("npm ci failed:\n{e}"));
+    assert!(installed(), "npm ci failed:\n{log}");
 }
 
 /// A lock held by creating a file exclusively; removed on drop.
