@@ -11,8 +11,8 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 use support::authz::{
-    BACKENDS, Browser, Env, ISSUER, REDIRECT, Reply, UPSTREAM_ISSUER, UpFail, approve, authorize_query, callback_path,
-    consent_and_approve, env_with_upstream, follow_upstream, form_fields, pkce, redeem, upstream_state,
+    BACKENDS, Browser, Env, ISSUER, Options, REDIRECT, Reply, UPSTREAM_ISSUER, UpFail, approve, authorize_query, basic,
+    callback_path, consent_and_approve, env_with_upstream, follow_upstream, form_fields, pkce, redeem, upstream_state,
 };
 
 /// Extra headers of a request.
@@ -1150,5 +1150,74 @@ async fn j17_upstream_exchange_failures_store_nothing() {
         let r = browser.get(&env, &callback_path(&code_for_s2, &s1, &[("iss", UPSTREAM_ISSUER)])).await;
         assert_error_redirect(&r, "access_denied", Some("st-j17"));
         assert_eq!(env.count("grants").await, 0, "{backend:?}");
+    }
+}
+
+// E10 for an operator-registered client: a client the server trusts gets the standard
+// `invalid_scope` redirect; its name is shown without the "not verified" note; a confidential
+// one authenticates with its secret at the token endpoint.
+#[tokio::test]
+async fn e10_static_clients_get_the_redirect_and_a_verified_name() {
+    use tower_mcp_auth::server::StaticClient;
+    const SECRET: &str = "static-client-secret-0123456789abcdef";
+    for backend in BACKENDS {
+        let options = Options {
+            upstream: std::sync::Arc::new(tower_mcp_auth::upstream::DevLogin::new("alice")),
+            configure: Box::new(|b| {
+                b.client(StaticClient::public("inspector", [REDIRECT]).name("Operator's Inspector"))
+                    .client(StaticClient::confidential("backend", SECRET, [REDIRECT]))
+            }),
+        };
+        let env = Env::with(backend, options).await;
+        let (_, challenge) = pkce();
+        let q = authorize_query("inspector", &challenge, "s-static", &[("scope", "mcp:write")]);
+        let r = Browser::default().get(&env, &q).await;
+        assert_eq!(r.status, StatusCode::FOUND, "{backend:?}: {}", r.text());
+        assert_eq!(r.location_param("error").as_deref(), Some("invalid_scope"));
+        assert_eq!(r.location_param("state").as_deref(), Some("s-static"));
+        assert_eq!(r.location_param("iss").as_deref(), Some(ISSUER));
+        let page = Browser::default().get(&env, &authorize_query("inspector", &challenge, "s", &[])).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.text().contains("Operator&#x27;s Inspector") || page.text().contains("Operator&#39;s Inspector"));
+        assert!(!page.text().contains("not verified"), "{backend:?}");
+        // The confidential static client: full flow, then the secret at the token endpoint.
+        let (verifier, challenge) = pkce();
+        let mut browser = Browser::default();
+        let r = approve(&env, &mut browser, &authorize_query("backend", &challenge, "s", &[])).await;
+        let code = r.location_param("code").unwrap();
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", verifier.as_str()),
+            ("redirect_uri", REDIRECT),
+        ];
+        let wrong = basic("backend", "wrong-secret-0123456789abcdef012345");
+        assert_eq!(
+            env.post_form("/token", &form, &[("authorization", wrong.as_str())]).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let right = basic("backend", SECRET);
+        let r = env.post_form("/token", &form, &[("authorization", right.as_str())]).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn static_clients_are_validated() {
+    use tower_mcp_auth::server::{AuthorizationServer, StaticClient};
+    for client in [
+        StaticClient::public("https://client.example/doc.json", [REDIRECT]),
+        StaticClient::public("c", ["http://evil.example/cb"]),
+        StaticClient::public("c", Vec::<String>::new()),
+        StaticClient::confidential("c", "short", [REDIRECT]),
+    ] {
+        let r = AuthorizationServer::builder(ISSUER, support::authz::resource())
+            .store(std::sync::Arc::new(tower_mcp_auth::store::MemoryStore::new()))
+            .encryption_keys(tower_mcp_auth::store::crypto::EncryptionKeys::generate())
+            .upstream(std::sync::Arc::new(tower_mcp_auth::upstream::DevLogin::new("a")))
+            .client(client.clone())
+            .build()
+            .await;
+        assert!(r.is_err(), "{client:?}");
     }
 }

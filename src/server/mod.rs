@@ -228,6 +228,98 @@ pub struct AuthorizationServerBuilder {
     insecure_http: bool,
     register_per_minute: u32,
     revoke_per_minute: u32,
+    clients: Vec<StaticClient>,
+}
+
+/// A client registered by the operator rather than through dynamic registration.
+#[derive(Clone)]
+pub struct StaticClient {
+    client_id: String,
+    secret: Option<String>,
+    redirect_uris: Vec<String>,
+    client_name: Option<String>,
+    refresh: bool,
+}
+
+impl fmt::Debug for StaticClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticClient")
+            .field("client_id", &self.client_id)
+            .field("confidential", &self.secret.is_some())
+            .field("redirect_uris", &self.redirect_uris)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaticClient {
+    /// A public client (PKCE, no secret) with the given redirect URIs (same rules as
+    /// registration: https, loopback http, or a private-use scheme with a dot).
+    pub fn public<I, T>(client_id: impl Into<String>, redirect_uris: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self {
+            client_id: client_id.into(),
+            secret: None,
+            redirect_uris: redirect_uris.into_iter().map(Into::into).collect(),
+            client_name: None,
+            refresh: true,
+        }
+    }
+
+    /// A confidential client authenticating with `client_secret_basic`.
+    pub fn confidential<I, T>(client_id: impl Into<String>, secret: impl Into<String>, redirect_uris: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self { secret: Some(secret.into()), ..Self::public(client_id, redirect_uris) }
+    }
+
+    /// The name shown on the consent page.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = Some(name.into());
+        self
+    }
+
+    /// Whether refresh tokens are issued to it (default yes).
+    pub fn refresh_tokens(mut self, yes: bool) -> Self {
+        self.refresh = yes;
+        self
+    }
+
+    fn record(&self, now: i64) -> Result<records::ClientRecord, ConfigError> {
+        let invalid = |m: &str| ConfigError::new(ConfigErrorKind::Invalid, format!("client {:?}: {m}", self.client_id));
+        if self.client_id.is_empty() || self.client_id.starts_with("https://") {
+            return Err(invalid("the id must be non-empty and not URL-shaped"));
+        }
+        if self.redirect_uris.is_empty() || !self.redirect_uris.iter().all(|u| register::redirect_uri_ok(u)) {
+            return Err(invalid("redirect URIs must be https, loopback http, or a private-use scheme"));
+        }
+        if self.secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(invalid("a client secret must be at least 32 characters"));
+        }
+        let mut grant_types = vec!["authorization_code".to_owned()];
+        if self.refresh {
+            grant_types.push("refresh_token".to_owned());
+        }
+        Ok(records::ClientRecord {
+            client_id: self.client_id.clone(),
+            kind: records::ClientKind::Static,
+            secret_hash: self.secret.as_deref().map(crate::store::crypto::secret_hash),
+            token_endpoint_auth_method: if self.secret.is_some() { "client_secret_basic" } else { "none" }.to_owned(),
+            redirect_uris: self.redirect_uris.clone(),
+            grant_types,
+            response_types: vec!["code".to_owned()],
+            client_name: self.client_name.clone(),
+            scope: None,
+            application_type: None,
+            extra: serde_json::Map::new(),
+            issued_at: now,
+            used: true,
+        })
+    }
 }
 
 impl fmt::Debug for AuthorizationServerBuilder {
@@ -265,6 +357,7 @@ impl AuthorizationServer {
             insecure_http: false,
             register_per_minute: 30,
             revoke_per_minute: 120,
+            clients: Vec::new(),
         }
     }
 
@@ -426,6 +519,13 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// Pre-registers a client (stored at start-up, replacing an earlier registration with the
+    /// same id). Its name is shown as verified on the consent page.
+    pub fn client(mut self, client: StaticClient) -> Self {
+        self.clients.push(client);
+        self
+    }
+
     /// Validates the configuration, checks the encryption key against the store, and loads
     /// (or creates and stores) the signing keys.
     pub async fn build(self) -> Result<AuthorizationServer, ConfigError> {
@@ -458,6 +558,13 @@ impl AuthorizationServerBuilder {
             return Err(ConfigError::new(ConfigErrorKind::InvalidScope, format!("default scope {s} is not supported")));
         }
         check_encryption_key(&*store, &enc).await?;
+        for client in &self.clients {
+            let record = client.record(clock.unix_time())?;
+            store
+                .put(records::CLIENTS, &record.client_id, records::encode(&record), None)
+                .await
+                .map_err(|e| ConfigError::new(ConfigErrorKind::Invalid, format!("store: {e}")))?;
+        }
         let keys = match self.keys {
             Some(k) => k,
             None => load_or_create_keys(&*store, &enc).await?,
