@@ -53,6 +53,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_mcp_auth::cimd::CimdConfig;
+use tower_mcp_auth::net::SafeFetcher;
 use tower_mcp_auth::scope_guard::{Requirement, ScopeGuardLayer, ScopePolicy};
 use tower_mcp_auth::server::{AuthorizationServer, PeerAddr};
 use tower_mcp_auth::session::SessionBindingLayer;
@@ -148,10 +150,27 @@ struct Args {
     #[arg(long)]
     exit_on_stdin_eof: bool,
 
-    /// Let the hardened fetcher reach loopback addresses (client ID metadata documents; not
-    /// available in this version).
-    #[arg(long, hide = true)]
+    /// Let the hardened fetcher (client ID metadata documents and client key sets) reach
+    /// loopback addresses. Local development and tests only.
+    #[arg(long, conflicts_with_all = ["authorization_server", "insecure_no_auth"])]
     allow_loopback_fetch: bool,
+
+    /// Refuse client ID metadata documents (URL client IDs); dynamic registration remains.
+    #[arg(long, conflicts_with_all = ["authorization_server", "insecure_no_auth", "allow_loopback_fetch"])]
+    no_cimd: bool,
+
+    /// A host whose client ID metadata documents are trusted (`example.com` or
+    /// `*.example.com`); can be repeated.
+    #[arg(long, value_name = "HOST")]
+    cimd_allow_host: Vec<String>,
+
+    /// A host whose client ID metadata documents are refused; can be repeated.
+    #[arg(long, value_name = "HOST")]
+    cimd_deny_host: Vec<String>,
+
+    /// Accept client ID metadata documents from --cimd-allow-host hosts only.
+    #[arg(long)]
+    cimd_only_allowed: bool,
 }
 
 /// A startup failure: a usage or configuration problem (exit 2) or a runtime one (exit 1).
@@ -195,11 +214,6 @@ enum Mode {
 }
 
 fn mode(args: &Args) -> Result<Mode, Failure> {
-    if args.allow_loopback_fetch {
-        return Err(Failure::Usage(
-            "--allow-loopback-fetch is not available in this version (client ID metadata documents come later)".into(),
-        ));
-    }
     if args.insecure_no_auth {
         return Ok(Mode::NoAuth);
     }
@@ -351,6 +365,9 @@ async fn run(args: Args) -> Result<(), Failure> {
                 .encryption_keys(keys)
                 .upstream(upstream)
                 .revocation_check(true);
+            if !args.no_cimd {
+                server = server.client_id_metadata_documents(cimd_config(&args)?);
+            }
             if args.insecure_auto_approve {
                 eprintln!(
                     "WARNING: --insecure-auto-approve: no consent page and no login page. Any client can obtain \
@@ -387,6 +404,26 @@ async fn run(args: Args) -> Result<(), Failure> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Client ID metadata documents: fetched through the hardened fetcher.
+fn cimd_config(args: &Args) -> Result<CimdConfig, Failure> {
+    let mut fetcher = SafeFetcher::builder().allow_loopback(args.allow_loopback_fetch);
+    if args.allow_loopback_fetch {
+        eprintln!(
+            "WARNING: --allow-loopback-fetch: client metadata documents and key sets may be fetched from this \
+             machine's loopback addresses. Use this only for local development and tests."
+        );
+    }
+    if let Some(path) = &args.trust_ca {
+        let pem = std::fs::read(path).map_err(|e| Failure::Usage(format!("--trust-ca {}: {e}", path.display())))?;
+        fetcher = fetcher.trust_root_certificate(pem);
+    }
+    let fetcher = fetcher.build().map_err(|e| Failure::Usage(format!("fetcher: {e}")))?;
+    Ok(CimdConfig::new(fetcher)
+        .allow_hosts(args.cimd_allow_host.iter().cloned())
+        .deny_hosts(args.cimd_deny_host.iter().cloned())
+        .only_allowed_hosts(args.cimd_only_allowed))
 }
 
 /// The client's address, for the authorization server's per-address rate limits.

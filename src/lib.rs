@@ -59,16 +59,19 @@
 //!   ([`grpc::GrpcReject`] is always available.)
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod bearer;
 pub mod challenge;
+pub mod cimd;
 pub mod claims;
 pub mod clock;
 pub mod error;
 pub mod extract;
 pub mod grpc;
 pub mod metadata;
+pub mod net;
 pub mod reject;
 pub mod resource;
 pub mod scope;

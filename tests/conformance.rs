@@ -323,8 +323,7 @@ fn query_values(url: &Url, name: &str) -> Vec<String> {
 // The test.
 
 /// `conformance authorization` against the example's built-in authorization server: both
-/// scenarios pass, with every check SUCCESS (the CIMD advertisement check may be a WARNING
-/// while the server does not support client ID metadata documents).
+/// scenarios pass, with every check SUCCESS (the CIMD advertisement check included).
 #[tokio::test]
 async fn conformance_suite_authorization_server_scenarios_pass() {
     let begun = Instant::now();
@@ -392,13 +391,8 @@ async fn conformance_suite_authorization_server_scenarios_pass() {
         });
         for (scenario, checks) in &results_by_scenario {
             for c in checks {
-                let allowed: &[&str] = if c["id"] == "authorization-server-metadata-cimd" {
-                    &["SUCCESS", "WARNING"]
-                } else {
-                    &["SUCCESS"]
-                };
                 assert!(
-                    allowed.iter().any(|s| c["status"] == *s),
+                    c["status"] == "SUCCESS",
                     "{scenario}: check {} is {} ({})\n{}",
                     c["id"],
                     c["status"],
@@ -415,9 +409,9 @@ async fn conformance_suite_authorization_server_scenarios_pass() {
         let metadata = check(metadata_checks, "authorization-server-metadata");
         assert_eq!(metadata["details"]["body"]["issuer"], origin.as_str());
         let cimd = check(metadata_checks, "authorization-server-metadata-cimd");
-        // SUCCESS exactly when the server advertises client ID metadata documents.
-        let advertised = metadata["details"]["body"]["client_id_metadata_document_supported"] == true;
-        assert_eq!(cimd["status"], if advertised { "SUCCESS" } else { "WARNING" }, "{cimd:#}");
+        // The example advertises client ID metadata documents: the suite's CIMD check passes.
+        assert_eq!(metadata["details"]["body"]["client_id_metadata_document_supported"], true);
+        assert_eq!(cimd["status"], "SUCCESS", "{cimd:#}");
 
         // authorization-code-grant: one check; beyond what the suite requires (it accepts a
         // response without `iss`), the response carries `iss` (RFC 9207, SPEC item 21).

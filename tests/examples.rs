@@ -460,13 +460,18 @@ async fn mcp_server_example_against_mock_idp() {
 #[tokio::test]
 async fn mcp_server_example_refuses_bad_usage() {
     // Options for later versions and unknown stores: refused, not ignored.
-    for args in [&["--store", "redis://127.0.0.1:6379"][..], &["--store", "memory", "--allow-loopback-fetch"]] {
+    for args in [&["--store", "redis://127.0.0.1:6379"][..]] {
         let mut all = vec!["--bind", "127.0.0.1:0"];
         all.extend_from_slice(args);
         let (code, stderr) = run_to_exit("mcp_server", &all).await;
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("not available in this version"), "{stderr}");
     }
+    // Loopback fetches only make sense with the built-in authorization server.
+    let rs = ["--bind", "127.0.0.1:0", "--authorization-server", "https://as.example", "--allow-loopback-fetch"];
+    let (code, stderr) = run_to_exit("mcp_server", &rs).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--allow-loopback-fetch"), "{stderr}");
     let (code, stderr) = run_to_exit("mcp_server", &["--bind", "127.0.0.1:0", "--store", "postgres://x"]).await;
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--store"), "{stderr}");

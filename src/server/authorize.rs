@@ -10,12 +10,13 @@ use url::Url;
 use super::Core;
 use super::pages::{self, ConsentPage, DevLoginPage, InterstitialPage};
 use super::records::{
-    AuthorizationRequest, CLIENTS, CODES, CONSENTS, ClientKind, ClientRecord, CodeRecord, GRANTS, GrantRecord,
-    REQUESTS, UPSTREAM_STATES, UPSTREAM_TOKENS, USED_CHALLENGES, UpstreamState, decode, encode,
+    AuthorizationRequest, CODES, CONSENTS, ClientKind, ClientRecord, CodeRecord, GRANTS, GrantRecord, REQUESTS,
+    UPSTREAM_STATES, UPSTREAM_TOKENS, USED_CHALLENGES, UpstreamState, decode, encode,
 };
 use super::web::{
     EndpointBody, Params, cookie, cross_site, is_form, method_not_allowed, redirect, set_cookie, time_like::Secs,
 };
+use crate::cimd::HostDecision;
 use crate::store::crypto::{random_token, secret_hash, secure_eq};
 use crate::upstream::{self, UpstreamErrorKind};
 use crate::verify::claims_resource_eq;
@@ -129,12 +130,13 @@ fn consent_key(req: &AuthorizationRequest) -> String {
     let mut scopes = req.scopes.clone();
     scopes.sort();
     secret_hash(&format!(
-        "{}\n{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}\n{}",
         req.browser,
         req.client_id,
         req.redirect_uri,
         scopes.join(" "),
-        req.resource
+        req.resource,
+        req.client_version.as_deref().unwrap_or_default(),
     ))
 }
 
@@ -158,8 +160,8 @@ pub(crate) async fn authorize(core: &Core, parts: &Parts) -> Response<EndpointBo
         Ok(None) => return bad_page("The request does not name an application (client_id)."),
         Err(_) => return bad_page("The request names the application more than once."),
     };
-    let client = match core.store(core.store.get(CLIENTS, client_id)).await {
-        Ok(v) => v.as_deref().and_then(decode::<ClientRecord>),
+    let client = match core.client(&parts.extensions, client_id).await {
+        Ok(v) => v,
         Err(_) => return unavailable_page(),
     };
     let Some(client) = client else {
@@ -274,6 +276,7 @@ pub(crate) async fn authorize(core: &Core, parts: &Parts) -> Response<EndpointBo
         browser: browser_hash(&browser_value),
         csrf: secret_hash(&csrf),
         created_at: core.now(),
+        client_version: client.version.clone(),
     };
 
     let remembered = if core.lifetimes.consent.is_zero() || existing.is_none() {
@@ -286,7 +289,7 @@ pub(crate) async fn authorize(core: &Core, parts: &Parts) -> Response<EndpointBo
         trusted && matches!(core.store(core.store.get(CONSENTS, &consent_key(&request))).await, Ok(Some(_)))
     };
 
-    let mut res = if core.auto_approve || remembered {
+    let mut res = if core.auto_approve || remembered || core.auto_approved(&client) {
         start_upstream(core, request, false).await
     } else {
         let request_id = random_token();
@@ -315,12 +318,18 @@ fn consent_page(
     let is_local = |u: &str| Url::parse(u).ok().is_some_and(|u| is_loopback_host(&u));
     let localhost_only = client.redirect_uris.iter().all(|u| is_local(u));
     let name = client.client_name.as_deref().unwrap_or(&client.client_id);
+    let document = client.kind == ClientKind::Document;
+    let domain = if document { host_of(&client.client_id) } else { String::new() };
+    let trusted =
+        document && core.cimd.as_ref().is_some_and(|c| c.config.decide_host(&domain) != HostDecision::Accepted);
     pages::html(
         StatusCode::OK,
         &ConsentPage {
             resource: &request.resource,
             client_name: name,
             unverified: client.kind == ClientKind::Dynamic,
+            client_domain: &domain,
+            trusted_domain: trusted,
             client_id: &client.client_id,
             redirect_uri: &request.redirect_uri,
             redirect_host: &redirect_host,

@@ -1,12 +1,14 @@
 //! Client authentication at the token and revocation endpoints: `none` (public clients with
-//! PKCE), `client_secret_basic`, `client_secret_post`; one method per request.
+//! PKCE), `client_secret_basic`, `client_secret_post`, `private_key_jwt`; one method per request.
 
 use base64::Engine;
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
+use http::request::Parts;
 
 use super::Core;
-use super::records::{CLIENTS, ClientRecord, decode};
+use super::assertion;
+use super::records::ClientRecord;
 use super::web::Params;
 use crate::store::crypto::{secret_hash, secure_eq};
 
@@ -62,7 +64,8 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Au
 }
 
 /// Authenticates (confidential) or identifies (public) the client of a request.
-pub(crate) async fn authenticate(core: &Core, headers: &HeaderMap, params: &Params) -> Result<ClientRecord, AuthError> {
+pub(crate) async fn authenticate(core: &Core, parts: &Parts, params: &Params) -> Result<ClientRecord, AuthError> {
+    let headers = &parts.headers;
     let dup = |_| AuthError::InvalidRequest("a parameter is repeated");
     let basic = basic_credentials(headers)?;
     let post_secret = params.one("client_secret").map_err(dup)?;
@@ -71,11 +74,10 @@ pub(crate) async fn authenticate(core: &Core, headers: &HeaderMap, params: &Para
     if methods > 1 {
         return Err(AuthError::InvalidRequest("more than one client authentication method"));
     }
-    if assertion {
-        // private_key_jwt is not offered by this server (not in its metadata).
-        return Err(AuthError::InvalidClient { basic: false });
-    }
     let form_id = params.one("client_id").map_err(dup)?;
+    if assertion {
+        return authenticate_assertion(core, parts, params, form_id).await;
+    }
     let (client_id, secret, method) = match (&basic, form_id) {
         (Some((id, _)), Some(f)) if f != id => return Err(AuthError::InvalidRequest("client_id differs")),
         (Some((id, s)), _) => (id.as_str(), Some(s.as_str()), "client_secret_basic"),
@@ -83,8 +85,8 @@ pub(crate) async fn authenticate(core: &Core, headers: &HeaderMap, params: &Para
         (None, None) => return Err(AuthError::InvalidClient { basic: false }),
     };
     let is_basic = basic.is_some();
-    let record = core.store(core.store.get(CLIENTS, client_id)).await.map_err(|_| AuthError::Unavailable)?;
-    let Some(client) = record.as_deref().and_then(decode::<ClientRecord>) else {
+    let record = core.client(&parts.extensions, client_id).await.map_err(|_| AuthError::Unavailable)?;
+    let Some(client) = record else {
         // Same work as a secret check, then the same answer as a wrong secret.
         let _ = secure_eq(secret_hash(secret.unwrap_or("")).as_bytes(), DUMMY.as_bytes());
         return Err(AuthError::InvalidClient { basic: is_basic });
@@ -97,10 +99,45 @@ pub(crate) async fn authenticate(core: &Core, headers: &HeaderMap, params: &Para
                 Err(AuthError::InvalidClient { basic: is_basic })
             }
         }
+        // A client that declared private_key_jwt must always authenticate with it.
         (None, None) if client.is_public() => Ok(client),
         _ => {
             let _ = secure_eq(secret_hash(secret.unwrap_or("")).as_bytes(), DUMMY.as_bytes());
             Err(AuthError::InvalidClient { basic: is_basic })
+        }
+    }
+}
+
+/// `private_key_jwt`: the assertion names the client (`sub`); `client_id`, if given, must
+/// agree.
+async fn authenticate_assertion(
+    core: &Core,
+    parts: &Parts,
+    params: &Params,
+    form_id: Option<&str>,
+) -> Result<ClientRecord, AuthError> {
+    let dup = |_| AuthError::InvalidRequest("a parameter is repeated");
+    match params.one("client_assertion_type").map_err(dup)? {
+        Some(assertion::JWT_BEARER) => {}
+        _ => return Err(AuthError::InvalidRequest("client_assertion_type must be jwt-bearer")),
+    }
+    let Some(token) = params.one("client_assertion").map_err(dup)? else {
+        return Err(AuthError::InvalidRequest("client_assertion is missing"));
+    };
+    let Some(claimed) = assertion::claimed_client(token) else { return Err(AuthError::InvalidClient { basic: false }) };
+    if form_id.is_some_and(|id| id != claimed) {
+        return Err(AuthError::InvalidClient { basic: false });
+    }
+    let client = core.client(&parts.extensions, &claimed).await.map_err(|_| AuthError::Unavailable)?;
+    let Some(client) = client.filter(|c| c.token_endpoint_auth_method == "private_key_jwt") else {
+        return Err(AuthError::InvalidClient { basic: false });
+    };
+    match assertion::verify(core, &client, token).await {
+        Ok(()) => Ok(client),
+        Err(assertion::Refused::Unavailable) => Err(AuthError::Unavailable),
+        Err(assertion::Refused::Invalid(why)) => {
+            tracing::info!(client_id = %client.client_id, reason = why, "client assertion refused");
+            Err(AuthError::InvalidClient { basic: false })
         }
     }
 }

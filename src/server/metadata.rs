@@ -10,7 +10,11 @@ use super::web::{EndpointBody, method_not_allowed};
 
 pub(crate) fn document(core: &Core, openid: bool) -> Value {
     let url = |p: &str| core.url(p);
-    let auth_methods = json!(["none", "client_secret_basic", "client_secret_post"]);
+    let auth_methods = if core.cimd.is_some() {
+        json!(["none", "client_secret_basic", "client_secret_post", "private_key_jwt"])
+    } else {
+        json!(["none", "client_secret_basic", "client_secret_post"])
+    };
     let mut doc = json!({
         "issuer": core.issuer,
         "authorization_endpoint": url(&core.paths.authorize),
@@ -25,8 +29,13 @@ pub(crate) fn document(core: &Core, openid: bool) -> Value {
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "scopes_supported": core.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
-        "client_id_metadata_document_supported": false,
+        "client_id_metadata_document_supported": core.cimd.is_some(),
     });
+    if core.cimd.is_some() {
+        let algs: Vec<&str> = super::assertion::ALGORITHMS.iter().map(|a| a.as_str()).collect();
+        doc["token_endpoint_auth_signing_alg_values_supported"] = json!(algs);
+        doc["revocation_endpoint_auth_signing_alg_values_supported"] = json!(algs);
+    }
     if core.registration {
         doc["registration_endpoint"] = Value::String(url(&core.paths.register));
     }

@@ -19,6 +19,12 @@
 //! Each is a leaf service ([`Endpoint`], `Error = Infallible`);
 //! [`AuthorizationServer::service`] serves them all at those paths.
 //!
+//! Clients are registered dynamically, pre-registered ([`StaticClient`]), or, with
+//! [`AuthorizationServerBuilder::client_id_metadata_documents`], identified by the https URL of
+//! their Client ID Metadata Document (see [`cimd`](crate::cimd)). Client authentication at the
+//! token and revocation endpoints: `none` (PKCE), `client_secret_basic`, `client_secret_post`,
+//! and `private_key_jwt` for clients with keys.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
@@ -66,19 +72,28 @@ use crate::store::crypto::EncryptionKeys;
 use crate::store::{Store, StoreError};
 use crate::upstream::Upstream;
 
+pub(crate) mod assertion;
 mod authorize;
 mod client_auth;
 mod keys;
 mod metadata;
-mod pages;
-mod records;
+pub(crate) mod pages;
+pub(crate) mod records;
 mod register;
 mod revoke;
 mod token;
 mod verifier;
-mod web;
+pub(crate) mod web;
 
 pub use self::web::EndpointBody;
+pub(crate) use register::redirect_uri_ok;
+
+/// Whether this server accepts `uri` as a redirect URI (registration and metadata
+/// documents): absolute, exactly its own parsed form, no fragment, wildcard or userinfo; `https`,
+/// `http` to a loopback host, or a private-use scheme containing a dot (RFC 8252 §7.1).
+pub fn redirect_uri_allowed(uri: &str) -> bool {
+    register::redirect_uri_ok(uri)
+}
 pub use keys::SigningKeys;
 pub use verifier::{IssuedTokenVerifier, UpstreamAccess, UpstreamAccessError};
 
@@ -121,6 +136,8 @@ pub(crate) struct Core {
     pub(crate) revoke_limit: Limiter,
     /// Verifies issued tokens (for revocation requests; no claims mapping).
     pub(crate) jwt: crate::verify::JwtVerifier,
+    /// Client ID metadata documents, when enabled.
+    pub(crate) cimd: Option<crate::cimd::Cimd>,
 }
 
 impl fmt::Debug for Core {
@@ -198,6 +215,30 @@ impl Core {
         }
     }
 
+    /// The client a request names: a registered one from the store, or, for a URL-shaped
+    /// client ID, the one [`CimdClientLayer`](crate::cimd::CimdClientLayer) resolved.
+    pub(crate) async fn client(
+        &self,
+        ext: &::http::Extensions,
+        client_id: &str,
+    ) -> Result<Option<records::ClientRecord>, StoreError> {
+        if crate::cimd::is_url_shaped(client_id) {
+            let resolved = ext.get::<crate::cimd::VerifiedClient>().filter(|v| v.client_id() == client_id);
+            return Ok(resolved.map(|v| v.record().clone()));
+        }
+        Ok(self.store(self.store.get(records::CLIENTS, client_id)).await?.as_deref().and_then(records::decode))
+    }
+
+    /// Whether the consent page is skipped for this client by the metadata-document trust
+    /// policy.
+    pub(crate) fn auto_approved(&self, client: &records::ClientRecord) -> bool {
+        client.kind == records::ClientKind::Document
+            && self.cimd.as_ref().is_some_and(|c| {
+                let host = url::Url::parse(&client.client_id).ok().and_then(|u| u.host_str().map(str::to_owned));
+                host.is_some_and(|h| c.config.decide_host(&h) == crate::cimd::HostDecision::AutoApproved)
+            })
+    }
+
     fn rate_key(req_ext: &::http::Extensions) -> String {
         req_ext.get::<PeerAddr>().map_or_else(|| String::from("*"), |p| p.0.to_string())
     }
@@ -229,6 +270,7 @@ pub struct AuthorizationServerBuilder {
     register_per_minute: u32,
     revoke_per_minute: u32,
     clients: Vec<StaticClient>,
+    cimd: Option<crate::cimd::CimdConfig>,
 }
 
 /// A client registered by the operator rather than through dynamic registration.
@@ -318,6 +360,9 @@ impl StaticClient {
             extra: serde_json::Map::new(),
             issued_at: now,
             used: true,
+            jwks: None,
+            jwks_uri: None,
+            version: None,
         })
     }
 }
@@ -358,6 +403,7 @@ impl AuthorizationServer {
             register_per_minute: 30,
             revoke_per_minute: 120,
             clients: Vec::new(),
+            cimd: None,
         }
     }
 
@@ -393,6 +439,15 @@ impl AuthorizationServer {
     /// One endpoint as a leaf service.
     pub fn endpoint(&self, which: Which) -> Endpoint {
         Endpoint { core: self.core.clone(), which }
+    }
+
+    /// The layer that resolves URL-shaped client IDs (client ID metadata documents), for
+    /// endpoints mounted one by one: put it in front of the authorization, token and
+    /// revocation endpoints. ([`service`](Self::service) includes it.) Without
+    /// [`client_id_metadata_documents`](AuthorizationServerBuilder::client_id_metadata_documents)
+    /// it passes requests through.
+    pub fn cimd_layer(&self) -> crate::cimd::CimdClientLayer {
+        crate::cimd::CimdClientLayer::new(self.core.clone())
     }
 
     /// Every endpoint at its path; other paths get 404.
@@ -526,6 +581,14 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// Accepts client ID metadata documents: https URLs as client IDs, resolved by fetching
+    /// the document there (see [`cimd`](crate::cimd)). Metadata then advertises
+    /// `client_id_metadata_document_supported` and `private_key_jwt`.
+    pub fn client_id_metadata_documents(mut self, config: crate::cimd::CimdConfig) -> Self {
+        self.cimd = Some(config);
+        self
+    }
+
     /// Validates the configuration, checks the encryption key against the store, and loads
     /// (or creates and stores) the signing keys.
     pub async fn build(self) -> Result<AuthorizationServer, ConfigError> {
@@ -595,6 +658,7 @@ impl AuthorizationServerBuilder {
             register_limit: per_minute(self.register_per_minute),
             revoke_limit: per_minute(self.revoke_per_minute),
             jwt: placeholder_jwt()?,
+            cimd: self.cimd.map(crate::cimd::Cimd::new),
         };
         core.jwt = verifier::jwt_verifier(None, &core)?;
         let core = Arc::new(core);
@@ -722,7 +786,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (core, which) = (self.core.clone(), self.which);
-        Box::pin(async move { Ok(dispatch(core, which, req).await) })
+        Box::pin(async move { Ok(dispatch(core, which, req, false).await) })
     }
 }
 
@@ -744,7 +808,7 @@ where
         Box::pin(async move {
             let which = route(&core.paths, req.uri().path(), core.upstream.as_dev_login().is_some());
             match which {
-                Some(which) => Ok(dispatch(core, which, req).await),
+                Some(which) => Ok(dispatch(core, which, req, true).await),
                 None => Ok(self::web::status(StatusCode::NOT_FOUND)),
             }
         })
@@ -766,12 +830,12 @@ fn route(paths: &Paths, path: &str, dev_login: bool) -> Option<Which> {
     })
 }
 
-async fn dispatch<B>(core: Arc<Core>, which: Which, req: Request<B>) -> Response<EndpointBody>
+async fn dispatch<B>(core: Arc<Core>, which: Which, req: Request<B>, resolve_clients: bool) -> Response<EndpointBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let cors = matches!(which, Which::Metadata | Which::Jwks | Which::Register | Which::Token | Which::Revoke);
     if cors && parts.method == Method::OPTIONS {
         return self::web::preflight(if matches!(which, Which::Metadata | Which::Jwks) {
@@ -789,6 +853,15 @@ where
             return self::web::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "request body unreadable");
         }
     };
+    if resolve_clients
+        && matches!(which, Which::Authorize | Which::Token | Which::Revoke)
+        && let Err(mut res) = crate::cimd::layer::resolve_request(&core, &mut parts, &body).await
+    {
+        if cors {
+            self::web::allow_cors(&mut res);
+        }
+        return res;
+    }
     let mut res = match which {
         Which::Metadata => metadata::metadata(&core, &parts),
         Which::Jwks => metadata::jwks(&core, &parts),

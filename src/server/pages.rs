@@ -23,6 +23,10 @@ pub(crate) struct ConsentPage<'a> {
     pub(crate) resource: &'a str,
     pub(crate) client_name: &'a str,
     pub(crate) unverified: bool,
+    /// The host that publishes the client's metadata document (empty for registered clients).
+    pub(crate) client_domain: &'a str,
+    /// Whether that host is on the operator's allow list.
+    pub(crate) trusted_domain: bool,
     pub(crate) client_id: &'a str,
     pub(crate) redirect_uri: &'a str,
     pub(crate) redirect_host: &'a str,

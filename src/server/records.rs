@@ -22,6 +22,10 @@ pub(crate) const USED_REFRESH: Namespace = Namespace::new("used_refresh_tokens")
 pub(crate) const REVOKED_JTI: Namespace = Namespace::new("revoked_jti");
 pub(crate) const CONSENTS: Namespace = Namespace::new("consents");
 pub(crate) const META: Namespace = Namespace::new("meta");
+/// Validated client ID metadata documents, under the SHA-256 of their URL.
+pub(crate) const CIMD_DOCUMENTS: Namespace = Namespace::new("cimd_documents");
+/// `private_key_jwt` assertions already used, under the SHA-256 of client ID and `jti`.
+pub(crate) const USED_ASSERTIONS: Namespace = Namespace::new("used_client_assertions");
 
 /// How a client came to be known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,8 @@ pub(crate) enum ClientKind {
     Dynamic,
     /// Configured by the operator.
     Static,
+    /// Described by a client ID metadata document (the client ID is its https URL).
+    Document,
 }
 
 /// A registered client.
@@ -52,6 +58,16 @@ pub(crate) struct ClientRecord {
     pub(crate) issued_at: i64,
     /// Whether a token was ever issued to it (unused registrations expire).
     pub(crate) used: bool,
+    /// Inline public keys (`private_key_jwt`).
+    #[serde(default)]
+    pub(crate) jwks: Option<Value>,
+    /// Where the public keys are published (`private_key_jwt`).
+    #[serde(default)]
+    pub(crate) jwks_uri: Option<String>,
+    /// For metadata documents: the fingerprint of the security-relevant members (a change
+    /// asks for consent again).
+    #[serde(default)]
+    pub(crate) version: Option<String>,
 }
 
 impl ClientRecord {
@@ -81,6 +97,9 @@ pub(crate) struct AuthorizationRequest {
     /// SHA-256 of the consent form's CSRF token.
     pub(crate) csrf: String,
     pub(crate) created_at: i64,
+    /// The client metadata version consented to (metadata documents).
+    #[serde(default)]
+    pub(crate) client_version: Option<String>,
 }
 
 /// Set just before redirecting to the upstream provider, taken at its callback.

@@ -99,11 +99,18 @@ pub(crate) async fn register(core: &Core, parts: &Parts, body: &[u8]) -> Respons
     let auth_method = match opt_str(meta.get("token_endpoint_auth_method")) {
         Ok(None) => "client_secret_basic".to_owned(),
         Ok(Some(m)) if ["none", "client_secret_basic", "client_secret_post"].contains(&m.as_str()) => m,
+        // Offered (and advertised) with the fetcher that client key sets need.
+        Ok(Some(m)) if m == "private_key_jwt" && core.cimd.is_some() => m,
         _ => {
             return metadata_error(
-                "token_endpoint_auth_method must be none, client_secret_basic or client_secret_post",
+                "token_endpoint_auth_method must be none, client_secret_basic, client_secret_post or \
+                 private_key_jwt (when offered)",
             );
         }
+    };
+    let (jwks, jwks_uri) = match client_keys(&meta, &auth_method) {
+        Ok(k) => k,
+        Err(description) => return metadata_error(description),
     };
     let grant_types = match string_list(meta.get("grant_types")) {
         Ok(None) => vec!["authorization_code".to_owned()],
@@ -144,7 +151,7 @@ pub(crate) async fn register(core: &Core, parts: &Parts, body: &[u8]) -> Respons
 
     // Server-generated identifiers only (RFC 9700 §2.6); never URL-shaped (CIMD coexistence).
     let client_id = random_token();
-    let secret = (auth_method != "none").then(random_token);
+    let secret = auth_method.starts_with("client_secret").then(random_token);
     let now = core.now();
     let record = ClientRecord {
         client_id: client_id.clone(),
@@ -160,6 +167,9 @@ pub(crate) async fn register(core: &Core, parts: &Parts, body: &[u8]) -> Respons
         extra: extra.clone(),
         issued_at: now,
         used: false,
+        jwks: jwks.clone(),
+        jwks_uri,
+        version: None,
     };
     if core
         .store(core.store.put(CLIENTS, &client_id, encode(&record), Some(core.lifetimes.unused_client)))
@@ -187,8 +197,34 @@ pub(crate) async fn register(core: &Core, parts: &Parts, body: &[u8]) -> Respons
             }
         }
         obj.extend(extra);
+        if let Some(jwks) = jwks {
+            obj.insert("jwks".into(), jwks);
+        }
     }
     json_response(StatusCode::CREATED, &response)
+}
+
+/// The public keys of a `private_key_jwt` client: `jwks` (usable signature keys) or an https
+/// `jwks_uri`, exactly one; other clients may not register keys.
+fn client_keys(meta: &Map<String, Value>, method: &str) -> Result<(Option<Value>, Option<String>), &'static str> {
+    let jwks = meta.get("jwks").filter(|v| !v.is_null());
+    let Ok(jwks_uri) = opt_str(meta.get("jwks_uri")) else { return Err("jwks_uri must be a string") };
+    if method != "private_key_jwt" {
+        return if jwks.is_some() { Err("jwks is only for private_key_jwt clients") } else { Ok((None, None)) };
+    }
+    match (jwks, jwks_uri) {
+        (Some(set @ Value::Object(_)), None) => match crate::verify::KeySet::from_jwks_json(&set.to_string()) {
+            Ok(keys) if !keys.is_empty() && set.to_string().len() <= 16 * 1024 => Ok((Some(set.clone()), None)),
+            _ => Err("jwks must hold usable public signature keys"),
+        },
+        (None, Some(uri)) => match Url::parse(&uri) {
+            Ok(u) if u.scheme() == "https" && u.as_str() == uri && u.username().is_empty() && uri.len() <= MAX_URI => {
+                Ok((None, Some(uri)))
+            }
+            _ => Err("jwks_uri must be an https URL"),
+        },
+        _ => Err("private_key_jwt needs exactly one of jwks and jwks_uri"),
+    }
 }
 
 #[cfg(test)]

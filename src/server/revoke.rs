@@ -23,7 +23,7 @@ pub(crate) async fn revoke(core: &Core, parts: &Parts, body: &[u8]) -> Response<
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a form");
     }
     let params = Params::parse(body);
-    let client = match authenticate(core, &parts.headers, &params).await {
+    let client = match authenticate(core, parts, &params).await {
         Ok(c) => c,
         Err(e) => return failure_response(e.into()),
     };

@@ -76,7 +76,7 @@ pub(crate) async fn token(core: &Core, parts: &Parts, body: &[u8]) -> Response<E
 async fn grant(core: &Core, parts: &Parts, params: &Params) -> Result<Value, Failure> {
     let dup = |_| bad_request("invalid_request", "a parameter is repeated");
     let grant_type = params.one("grant_type").map_err(dup)?;
-    let client = authenticate(core, &parts.headers, params).await?;
+    let client = authenticate(core, parts, params).await?;
     match grant_type {
         Some("authorization_code") => code_grant(core, &client, params).await,
         Some("refresh_token") => refresh_grant(core, &client, params).await,

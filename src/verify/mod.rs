@@ -24,7 +24,17 @@ mod jwt;
 mod keys;
 
 pub use algorithm::Algorithm;
-pub(crate) use claims::{parse_object as claims_parse_object, resource_eq as claims_resource_eq};
+pub(crate) use claims::{
+    optional_date as claims_optional_date, parse_object as claims_parse_object, resource_eq as claims_resource_eq,
+};
+pub(crate) use jwt::split as jws_split;
+pub(crate) use keys::Lookup as KeyLookup;
+
+/// Strict base64url (no padding) decoding, as JWS segments use.
+pub(crate) fn keys_b64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    keys::B64.decode(s).ok()
+}
 pub use introspect::{IntrospectionVerifier, IntrospectionVerifierBuilder};
 pub use jwt::{ClaimsMapper, Issuer, JwtFuture, JwtVerifier, JwtVerifierBuilder, ScopeClaim};
 pub use keys::{KeySet, SharedKeySet};
