@@ -370,7 +370,7 @@ async fn i03_i17_private_addresses_are_never_dialled() {
 }
 
 #[tokio::test]
-async fn i17_jwks_uri_on_a_private_address_fails_client_authentication() {
+async fn i17_f26_jwks_uri_private_or_stalled_fails_client_authentication() {
     let w = world(Backend::Memory).await;
     let key = TestKey::es256();
     let url = w.site.url("client.test", "/pk.json");
@@ -382,6 +382,20 @@ async fn i17_jwks_uri_on_a_private_address_fails_client_authentication() {
     let (code, verifier) = w.code(&url).await;
     let r = token_with_assertion(&w.env, &code, &verifier, &assertion(&w.env, &key, &url, json!({}))).await;
     assert_invalid_client(&r);
+
+    // F26: a key set URL that stalls: the fetch deadline (2 s here) ends it, then 401.
+    let slow = w.site.url("client.test", "/slow-pk.json");
+    let jwks_uri = w.site.url("keys.test", "/stalled-jwks.json");
+    w.site.set("/stalled-jwks.json", Answer { stall: true, ..Answer::json(&TestKey::jwks(&[&key])) });
+    w.site.set(
+        "/slow-pk.json",
+        Answer::json(&patched(&slow, json!({ "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": jwks_uri }))),
+    );
+    let (code, verifier) = w.code(&slow).await;
+    let begun = std::time::Instant::now();
+    let r = token_with_assertion(&w.env, &code, &verifier, &assertion(&w.env, &key, &slow, json!({}))).await;
+    assert_invalid_client(&r);
+    assert!(begun.elapsed() < Duration::from_secs(5), "{:?}", begun.elapsed());
 }
 
 #[tokio::test]
