@@ -59,7 +59,7 @@ use tower_mcp_auth::scope_guard::{Requirement, ScopeGuardLayer, ScopePolicy};
 use tower_mcp_auth::server::{AuthorizationServer, PeerAddr};
 use tower_mcp_auth::session::SessionBindingLayer;
 use tower_mcp_auth::store::crypto::EncryptionKeys;
-use tower_mcp_auth::store::{MemoryStore, SqliteStore, Store};
+use tower_mcp_auth::store::{MemoryStore, RedisStore, SqliteStore, Store};
 use tower_mcp_auth::upstream::{DevLogin, OidcUpstream, Upstream};
 use tower_mcp_auth::verify::{Issuer, TokenVerifier};
 use tower_mcp_auth::{
@@ -86,7 +86,9 @@ struct Args {
     #[arg(long, value_name = "URL")]
     public_url: Option<Url>,
 
-    /// Storage of the built-in authorization server: memory, sqlite:PATH.
+    /// Storage of the built-in authorization server: memory, sqlite:PATH, or
+    /// redis://[:PASSWORD@]HOST:PORT[/DB] (rediss:// for TLS) shared by several instances
+    /// (needs --encryption-key).
     #[arg(long, value_name = "URI", default_value = "sqlite:mcp-auth.db")]
     store: String,
 
@@ -243,8 +245,14 @@ fn mode(args: &Args) -> Result<Mode, Failure> {
     Ok(Mode::BuiltIn(Arc::new(upstream), "OAuth proxy"))
 }
 
-/// The store named by `--store`, and whether it keeps data across restarts.
-fn open_store(uri: &str) -> Result<(Arc<dyn Store>, Option<PathBuf>), Failure> {
+/// The store named by `--store`, and where a development key file may be written beside it
+/// (`None` for memory, which keeps nothing, and for Redis, which needs `--encryption-key`).
+///
+/// Redis is persistent and shared by every instance, and no key file can be written beside
+/// it: it always needs the encryption key from `--encryption-key` / `MCP_AUTH_ENCRYPTION_KEY`,
+/// also in development mode, so that all instances (and restarts) can open what the others
+/// sealed.
+async fn open_store(uri: &str, encryption_key_given: bool) -> Result<(Arc<dyn Store>, Option<PathBuf>), Failure> {
     if uri == "memory" {
         return Ok((Arc::new(MemoryStore::new()), None));
     }
@@ -252,10 +260,23 @@ fn open_store(uri: &str) -> Result<(Arc<dyn Store>, Option<PathBuf>), Failure> {
         let store = SqliteStore::open(path).map_err(|e| Failure::Runtime(format!("--store {uri}: {e}")))?;
         return Ok((Arc::new(store), Some(PathBuf::from(path))));
     }
-    if uri.starts_with("redis://") {
-        return Err(Failure::Usage("--store redis://… is not available in this version".into()));
+    if uri.starts_with("redis://") || uri.starts_with("rediss://") {
+        if !encryption_key_given {
+            return Err(Failure::Usage(
+                "--store redis: a Redis store is persistent and shared by every instance, so it needs their common \
+                 encryption key for the upstream tokens: pass --encryption-key HEX (64 hex characters) or set \
+                 MCP_AUTH_ENCRYPTION_KEY"
+                    .into(),
+            ));
+        }
+        // The error names the server without its password.
+        let store = RedisStore::connect(uri).await.map_err(|e| Failure::Runtime(format!("--store: {e}")))?;
+        return Ok((Arc::new(store), None));
     }
-    Err(Failure::Usage(format!("--store must be memory or sqlite:PATH (got {uri:?})")))
+    Err(Failure::Usage(format!(
+        "--store must be memory, sqlite:PATH, redis://HOST:PORT or rediss://HOST:PORT (got {:?})",
+        uri.split_once("://").map_or(uri, |(scheme, _)| scheme)
+    )))
 }
 
 /// The encryption key: `--encryption-key` / `MCP_AUTH_ENCRYPTION_KEY`; a fresh one for a
@@ -358,10 +379,10 @@ async fn run(args: Args) -> Result<(), Failure> {
         Mode::BuiltIn(upstream, label) => {
             let resource = resource(&base)?;
             let dev = upstream.as_dev_login().is_some();
-            let (store, persistent) = open_store(&args.store)?;
+            let (store, persistent) = open_store(&args.store, args.encryption_key.is_some()).await?;
             let keys = encryption_key(&args, persistent.as_ref(), dev)?;
             let mut server = AuthorizationServer::builder(base.clone(), resource.clone())
-                .store(store)
+                .store(store.clone())
                 .encryption_keys(keys)
                 .upstream(upstream)
                 .revocation_check(true);
@@ -376,7 +397,8 @@ async fn run(args: Args) -> Result<(), Failure> {
                 server = server.insecure_auto_approve();
             }
             let server = server.build().await.map_err(|e| Failure::Usage(format!("authorization server: {e}")))?;
-            tracing::info!(issuer = %base, store = %args.store, "{label} mode: built-in authorization server");
+            // The store's Debug form, not --store: a Redis URL may carry a password.
+            tracing::info!(issuer = %base, store = ?store, "{label} mode: built-in authorization server");
             protected(mcp, cors, &resource, server.verifier())?
                 .fallback_service(server.service())
                 .layer(axum::middleware::map_request(peer_addr))

@@ -459,14 +459,32 @@ async fn mcp_server_example_against_mock_idp() {
 
 #[tokio::test]
 async fn mcp_server_example_refuses_bad_usage() {
-    // Options for later versions and unknown stores: refused, not ignored.
-    for args in [&["--store", "redis://127.0.0.1:6379"][..]] {
+    // A Redis store where nothing listens: a clean failure naming --store, without the
+    // password of the URL. Without an encryption key it is refused before connecting: Redis is
+    // persistent and shared, and no key file can be written beside it, also in development mode.
+    let nothing = format!("redis://:pw-{}@127.0.0.1:{}/", support::rand_suffix(), support::process::free_port());
+    let key = "33".repeat(32);
+    for args in [&["--store", &nothing, "--encryption-key", &key][..], &["--store", &nothing]] {
         let mut all = vec!["--bind", "127.0.0.1:0"];
         all.extend_from_slice(args);
         let (code, stderr) = run_to_exit("mcp_server", &all).await;
-        assert_eq!(code, Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains("not available in this version"), "{stderr}");
+        assert!(matches!(code, Some(1 | 2)), "{args:?}: {code:?} {stderr}");
+        assert!(stderr.contains("--store"), "{stderr}");
+        assert!(!stderr.contains("pw-"), "the Redis password is not shown: {stderr}");
+        if args.len() == 2 {
+            assert!(stderr.contains("--encryption-key"), "{stderr}");
+        }
     }
+    // On a running Redis it starts, and a second instance with another key is refused (K10):
+    // the store is shared.
+    let redis = support::redis::RedisServer::shared().url();
+    let first = Running::start("mcp_server", &["--store", &redis, "--encryption-key", &key]).await;
+    let other_key = "44".repeat(32);
+    let (code, stderr) =
+        run_to_exit("mcp_server", &["--bind", "127.0.0.1:0", "--store", &redis, "--encryption-key", &other_key]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("encryption key"), "{stderr}");
+    first.proc.stop().await;
     // Loopback fetches only make sense with the built-in authorization server.
     let rs = ["--bind", "127.0.0.1:0", "--authorization-server", "https://as.example", "--allow-loopback-fetch"];
     let (code, stderr) = run_to_exit("mcp_server", &rs).await;

@@ -7,8 +7,9 @@
 //! [`insert_if_absent`](Store::insert_if_absent) and [`compare_and_swap`](Store::compare_and_swap),
 //! and every implementation makes them atomic.
 //!
-//! Implementations: [`MemoryStore`] (one process; loses everything on restart) and, with the
-//! `sqlite` feature, `SqliteStore` (embedded, persistent). Secrets never reach a store in the
+//! Implementations: [`MemoryStore`] (one process; loses everything on restart); with the
+//! `sqlite` feature, `SqliteStore` (embedded, persistent); with the `redis` feature,
+//! `RedisStore` (shared by several instances behind a load balancer). Secrets never reach a store in the
 //! clear: codes, refresh tokens and client secrets are stored as hashes, upstream tokens
 //! encrypted ([`crypto`]).
 //!
@@ -33,9 +34,13 @@ use std::time::Duration;
 
 pub mod crypto;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

@@ -7,6 +7,8 @@ pub mod authz;
 pub mod idp;
 pub mod keys;
 pub mod process;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod stack;
 pub mod tls;
 
