@@ -206,11 +206,8 @@ impl ClientMetadataDocument {
         if jwks.is_some() && jwks_uri.is_some() {
             return Err(DocumentError::new("jwks and jwks_uri must not both be present"));
         }
-        if let Some(uri) = &jwks_uri {
-            match Url::parse(uri) {
-                Ok(u) if u.scheme() == "https" && u.as_str() == uri && u.username().is_empty() => {}
-                _ => return Err(DocumentError::new("jwks_uri must be an https URL in canonical form")),
-            }
+        if jwks_uri.as_deref().is_some_and(|u| !crate::server::assertion::jwks_uri_ok(u)) {
+            return Err(DocumentError::new("jwks_uri must be an https URL in canonical form"));
         }
         if let Some(set) = &jwks {
             let keys =
@@ -289,14 +286,7 @@ impl ClientMetadataDocument {
     /// Whether every redirect URI points at this computer (loopback): then any local program
     /// can claim to be this client.
     pub fn localhost_only(&self) -> bool {
-        self.redirect_uris.iter().all(|u| {
-            Url::parse(u).ok().is_some_and(|u| match u.host() {
-                Some(Host::Domain(d)) => d == "localhost",
-                Some(Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            })
-        })
+        self.redirect_uris.iter().all(|u| Url::parse(u).is_ok_and(|u| crate::resource::is_loopback(&u)))
     }
 
     /// A fingerprint of what matters for security (redirect URIs, authentication method,

@@ -183,11 +183,7 @@ pub(crate) async fn resolve_request(core: &Core, parts: &mut Parts, body: &[u8])
             tracing::info!(client_id = %client_id, reason = %e, "client ID metadata document not usable");
             let page = parts.method != Method::POST;
             Err(match (e, page) {
-                (CimdError::Unavailable, true) => crate::server::pages::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Temporarily unavailable",
-                    "The sign-in service is temporarily unavailable.",
-                ),
+                (CimdError::Unavailable, true) => crate::server::authorize::unavailable_page(),
                 (CimdError::Unavailable, false) => web::unavailable(),
                 (_, true) => crate::server::pages::error(
                     StatusCode::BAD_REQUEST,

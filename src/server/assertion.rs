@@ -22,6 +22,12 @@ const MAX_ASSERTION: usize = 16 * 1024;
 pub(crate) const ALGORITHMS: [Algorithm; 6] =
     [Algorithm::ES256, Algorithm::ES384, Algorithm::EdDSA, Algorithm::RS256, Algorithm::PS256, Algorithm::PS384];
 
+/// Whether `uri` may be a client's `jwks_uri`: an https URL, exactly its own parsed form,
+/// without user information.
+pub(crate) fn jwks_uri_ok(uri: &str) -> bool {
+    url::Url::parse(uri).is_ok_and(|u| u.scheme() == "https" && u.as_str() == uri && u.username().is_empty())
+}
+
 /// Why an assertion was refused (logged, never shown: the client gets `invalid_client`).
 #[derive(Debug)]
 pub(crate) enum Refused {

@@ -47,7 +47,7 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response<EndpointBody
     pages::error(status, title, message)
 }
 
-fn unavailable_page() -> Response<EndpointBody> {
+pub(crate) fn unavailable_page() -> Response<EndpointBody> {
     page(StatusCode::SERVICE_UNAVAILABLE, "Temporarily unavailable", "The sign-in service is temporarily unavailable.")
 }
 

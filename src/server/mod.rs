@@ -73,7 +73,7 @@ use crate::store::{Store, StoreError};
 use crate::upstream::Upstream;
 
 pub(crate) mod assertion;
-mod authorize;
+pub(crate) mod authorize;
 mod client_auth;
 mod keys;
 mod metadata;

@@ -217,12 +217,8 @@ fn client_keys(meta: &Map<String, Value>, method: &str) -> Result<(Option<Value>
             Ok(keys) if !keys.is_empty() && set.to_string().len() <= 16 * 1024 => Ok((Some(set.clone()), None)),
             _ => Err("jwks must hold usable public signature keys"),
         },
-        (None, Some(uri)) => match Url::parse(&uri) {
-            Ok(u) if u.scheme() == "https" && u.as_str() == uri && u.username().is_empty() && uri.len() <= MAX_URI => {
-                Ok((None, Some(uri)))
-            }
-            _ => Err("jwks_uri must be an https URL"),
-        },
+        (None, Some(uri)) if uri.len() <= MAX_URI && super::assertion::jwks_uri_ok(&uri) => Ok((None, Some(uri))),
+        (None, Some(_)) => Err("jwks_uri must be an https URL"),
         _ => Err("private_key_jwt needs exactly one of jwks and jwks_uri"),
     }
 }
