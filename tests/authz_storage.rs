@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use serde_json::json;
 use support::authz::{
-    BACKENDS, Backend, Browser, Env, FAULT_MESSAGE, Faults, ISSUER, Op, Options, REDIRECT, Reply, TestUpstream,
+    BACKENDS, Browser, Env, FAULT_MESSAGE, Faults, ISSUER, Op, Options, PERSISTENT, REDIRECT, Reply, TestUpstream,
     UPSTREAM_ISSUER, UpFail, authorize_query, basic, callback_path, code_for, consent_and_approve, dev_code,
     env_with_upstream, form_fields, pkce, redeem, refresh, tokens, upstream_code, upstream_options, upstream_state,
     verify,
@@ -179,62 +179,69 @@ async fn k02_store_down_at_token_then_the_code_works_exactly_once() {
 
 #[tokio::test]
 async fn k03_a_consumed_code_stays_consumed_across_restarts() {
-    // SqliteStore only: MemoryStore loses everything on restart (documented).
-    let (env, faults) = Env::with_faults(Backend::Sqlite, Options::default(), clock()).await;
-    let mut browser = Browser::default();
-    let (client, code, verifier) = code_for(&env, &mut browser).await;
-    // Killed while the redemption waits for the store, before the code is consumed (the
-    // request is dropped mid-way, as a dying process drops it).
-    faults.delay(Some(Op::Take), Some("codes"), Duration::from_secs(60));
-    let killed = tokio::time::timeout(Duration::from_millis(200), redeem(&env, &client, &code, &verifier)).await;
-    assert!(killed.is_err(), "the request was still waiting");
-    let env = env.restart(Options::default()).await;
-    let first = redeem(&env, &client, &code, &verifier).await;
-    assert_eq!(first.status, StatusCode::OK, "not consumed before the kill: {}", first.text());
-    // Tokens issued, code consumed; killed right after; restarted: never redeemable again.
-    let env = env.restart(Options::default()).await;
-    let again = redeem(&env, &client, &code, &verifier).await;
-    assert_eq!(again.status, StatusCode::BAD_REQUEST);
-    assert_eq!(again.json()["error"], "invalid_grant");
-    // The replay is still recognised after the restart: the first tokens are revoked.
-    let rt = first.json()["refresh_token"].as_str().unwrap().to_owned();
-    assert_eq!(refresh(&env, &client, &rt).await.json()["error"], "invalid_grant");
+    // Persistent stores only: a MemoryStore loses everything on restart (documented).
+    for backend in PERSISTENT {
+        let (env, faults) = Env::with_faults(backend, Options::default(), clock()).await;
+        let mut browser = Browser::default();
+        let (client, code, verifier) = code_for(&env, &mut browser).await;
+        // Killed while the redemption waits for the store, before the code is consumed (the
+        // request is dropped mid-way, as a dying process drops it).
+        faults.delay(Some(Op::Take), Some("codes"), Duration::from_secs(60));
+        let killed = tokio::time::timeout(Duration::from_millis(200), redeem(&env, &client, &code, &verifier)).await;
+        assert!(killed.is_err(), "the request was still waiting");
+        let env = env.restart(Options::default()).await;
+        let first = redeem(&env, &client, &code, &verifier).await;
+        assert_eq!(first.status, StatusCode::OK, "not consumed before the kill: {}", first.text());
+        // Tokens issued, code consumed; killed right after; restarted: never redeemable again.
+        let env = env.restart(Options::default()).await;
+        let again = redeem(&env, &client, &code, &verifier).await;
+        assert_eq!(again.status, StatusCode::BAD_REQUEST);
+        assert_eq!(again.json()["error"], "invalid_grant");
+        // The replay is still recognised after the restart: the first tokens are revoked.
+        let rt = first.json()["refresh_token"].as_str().unwrap().to_owned();
+        assert_eq!(refresh(&env, &client, &rt).await.json()["error"], "invalid_grant");
+    }
 }
 
 #[tokio::test]
 async fn k04_restart_keeps_codes_consents_clients_and_tokens() {
-    // SqliteStore only: MemoryStore loses everything on restart (documented).
-    let clock = clock();
-    let up = TestUpstream::new(clock.clone());
-    let env = Env::with_clock(Backend::Sqlite, upstream_options(&up, |b| b), clock).await;
-    let client = env.register().await;
-    let mut browser = Browser::default();
-    let (code1, v1) = upstream_code(&env, &up, &mut browser, &client, &[]).await;
-    let (at1, rt1) = tokens(&env, &client, &code1, &v1).await;
-    let (code2, v2) = upstream_code(&env, &up, &mut browser, &client, &[]).await;
-    // A consent page shown before the restart, approved after it.
-    let (v3, c3) = pkce();
-    let page = browser.get(&env, &authorize_query(&client, &c3, "st-k04", &[])).await;
-    let f = form_fields(&page.text());
-    let env = env.restart(upstream_options(&up, |b| b)).await;
+    // Persistent stores only: a MemoryStore loses everything on restart (documented).
+    for backend in PERSISTENT {
+        let clock = clock();
+        let up = TestUpstream::new(clock.clone());
+        let env = Env::with_clock(backend, upstream_options(&up, |b| b), clock).await;
+        let client = env.register().await;
+        let mut browser = Browser::default();
+        let (code1, v1) = upstream_code(&env, &up, &mut browser, &client, &[]).await;
+        let (at1, rt1) = tokens(&env, &client, &code1, &v1).await;
+        let (code2, v2) = upstream_code(&env, &up, &mut browser, &client, &[]).await;
+        // A consent page shown before the restart, approved after it.
+        let (v3, c3) = pkce();
+        let page = browser.get(&env, &authorize_query(&client, &c3, "st-k04", &[])).await;
+        let f = form_fields(&page.text());
+        let env = env.restart(upstream_options(&up, |b| b)).await;
 
-    assert_eq!(redeem(&env, &client, &code2, &v2).await.status, StatusCode::OK, "the code survives");
-    assert_eq!(refresh(&env, &client, &rt1).await.status, StatusCode::OK, "the refresh token survives");
-    let access = verify(&env, &at1).await.expect("the signing keys survive");
-    assert!(upstream_access(&access).access_token().await.unwrap().starts_with("up-at-"), "upstream tokens survive");
-    let r = browser
-        .post(&env, "/consent", &[("request", &f["request"]), ("csrf", &f["csrf"]), ("decision", "approve")])
-        .await;
-    let state = upstream_state(&r);
-    let r = browser.get(&env, &callback_path(&up.login(&state), &state, &[("iss", UPSTREAM_ISSUER)])).await;
-    assert_eq!(r.location_param("state").as_deref(), Some("st-k04"));
-    assert_eq!(redeem(&env, &client, &r.location_param("code").unwrap(), &v3).await.status, StatusCode::OK);
-    // The consent is remembered.
-    browser.user_agent_fetch_site = Some("none");
-    let (_, c4) = pkce();
-    let r = browser.get(&env, &authorize_query(&client, &c4, "s", &[])).await;
-    assert_eq!(r.status, StatusCode::FOUND);
-    assert_eq!(r.location().unwrap().host_str(), Some(support::authz::UPSTREAM_HOST));
+        assert_eq!(redeem(&env, &client, &code2, &v2).await.status, StatusCode::OK, "the code survives");
+        assert_eq!(refresh(&env, &client, &rt1).await.status, StatusCode::OK, "the refresh token survives");
+        let access = verify(&env, &at1).await.expect("the signing keys survive");
+        assert!(
+            upstream_access(&access).access_token().await.unwrap().starts_with("up-at-"),
+            "upstream tokens survive"
+        );
+        let r = browser
+            .post(&env, "/consent", &[("request", &f["request"]), ("csrf", &f["csrf"]), ("decision", "approve")])
+            .await;
+        let state = upstream_state(&r);
+        let r = browser.get(&env, &callback_path(&up.login(&state), &state, &[("iss", UPSTREAM_ISSUER)])).await;
+        assert_eq!(r.location_param("state").as_deref(), Some("st-k04"));
+        assert_eq!(redeem(&env, &client, &r.location_param("code").unwrap(), &v3).await.status, StatusCode::OK);
+        // The consent is remembered.
+        browser.user_agent_fetch_site = Some("none");
+        let (_, c4) = pkce();
+        let r = browser.get(&env, &authorize_query(&client, &c4, "s", &[])).await;
+        assert_eq!(r.status, StatusCode::FOUND);
+        assert_eq!(r.location().unwrap().host_str(), Some(support::authz::UPSTREAM_HOST));
+    }
 }
 
 #[tokio::test]
@@ -612,23 +619,32 @@ async fn k14_abandoned_flows_and_floods_expire() {
 
 #[tokio::test]
 async fn k15_revocation_survives_restart() {
-    // SqliteStore only: MemoryStore loses everything on restart (documented).
-    let env =
-        Env::with(Backend::Sqlite, Options { configure: Box::new(|b| b.revocation_check(true)), ..Default::default() })
-            .await;
-    let mut browser = Browser::default();
-    let (client, code, verifier) = code_for(&env, &mut browser).await;
-    let (at, rt) = tokens(&env, &client, &code, &verifier).await;
-    let (code, verifier) = dev_code(&env, &mut browser, &client, &[]).await;
-    let (at2, rt2) = tokens(&env, &client, &code, &verifier).await;
-    assert_eq!(env.post_form("/revoke", &[("token", &rt), ("client_id", &client)], &[]).await.status, StatusCode::OK);
-    assert_eq!(env.post_form("/revoke", &[("token", &at2), ("client_id", &client)], &[]).await.status, StatusCode::OK);
-    let env = env.restart(Options { configure: Box::new(|b| b.revocation_check(true)), ..Default::default() }).await;
-    assert_eq!(refresh(&env, &client, &rt).await.json()["error"], "invalid_grant");
-    assert!(verify(&env, &at).await.unwrap_err().is_invalid_token(), "the revoked grant's access token");
-    assert!(verify(&env, &at2).await.unwrap_err().is_invalid_token(), "the revoked access token");
-    // Control: the other grant's refresh token still works.
-    assert_eq!(refresh(&env, &client, &rt2).await.status, StatusCode::OK);
+    // Persistent stores only: a MemoryStore loses everything on restart (documented).
+    for backend in PERSISTENT {
+        let env =
+            Env::with(backend, Options { configure: Box::new(|b| b.revocation_check(true)), ..Default::default() })
+                .await;
+        let mut browser = Browser::default();
+        let (client, code, verifier) = code_for(&env, &mut browser).await;
+        let (at, rt) = tokens(&env, &client, &code, &verifier).await;
+        let (code, verifier) = dev_code(&env, &mut browser, &client, &[]).await;
+        let (at2, rt2) = tokens(&env, &client, &code, &verifier).await;
+        assert_eq!(
+            env.post_form("/revoke", &[("token", &rt), ("client_id", &client)], &[]).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            env.post_form("/revoke", &[("token", &at2), ("client_id", &client)], &[]).await.status,
+            StatusCode::OK
+        );
+        let env =
+            env.restart(Options { configure: Box::new(|b| b.revocation_check(true)), ..Default::default() }).await;
+        assert_eq!(refresh(&env, &client, &rt).await.json()["error"], "invalid_grant");
+        assert!(verify(&env, &at).await.unwrap_err().is_invalid_token(), "the revoked grant's access token");
+        assert!(verify(&env, &at2).await.unwrap_err().is_invalid_token(), "the revoked access token");
+        // Control: the other grant's refresh token still works.
+        assert_eq!(refresh(&env, &client, &rt2).await.status, StatusCode::OK);
+    }
 }
 
 // ---------------------------------------------------------------------------------------

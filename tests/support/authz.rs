@@ -29,9 +29,59 @@ pub const REDIRECT: &str = "http://127.0.0.1:53682/callback";
 pub enum Backend {
     Memory,
     Sqlite,
+    /// `RedisStore` on this test binary's private `redis-server`, under a key prefix of its own.
+    #[cfg(feature = "redis")]
+    Redis,
 }
 
+/// Every store a storage-dependent test runs on.
+#[cfg(not(feature = "redis"))]
 pub const BACKENDS: [Backend; 2] = [Backend::Memory, Backend::Sqlite];
+/// Every store a storage-dependent test runs on.
+#[cfg(feature = "redis")]
+pub const BACKENDS: [Backend; 3] = [Backend::Memory, Backend::Sqlite, Backend::Redis];
+
+/// The stores that survive a restart of the server process.
+#[cfg(not(feature = "redis"))]
+pub const PERSISTENT: [Backend; 1] = [Backend::Sqlite];
+/// The stores that survive a restart of the server process.
+#[cfg(feature = "redis")]
+pub const PERSISTENT: [Backend; 2] = [Backend::Sqlite, Backend::Redis];
+
+#[cfg(feature = "redis")]
+type RedisHandle = tower_mcp_auth::store::RedisStore;
+#[cfg(not(feature = "redis"))]
+type RedisHandle = std::convert::Infallible;
+
+/// A store of `backend` on fresh storage, or (`reuse`) on the storage of an earlier one.
+async fn open_store(
+    backend: Backend,
+    clock: &Arc<ManualClock>,
+    dir: Option<&tempfile::TempDir>,
+    redis_prefix: Option<&str>,
+) -> (Arc<dyn Store>, Option<MemoryStore>, Option<SqliteStore>, Option<RedisHandle>) {
+    match backend {
+        Backend::Memory => {
+            let m = MemoryStore::with_clock(clock.clone());
+            (Arc::new(m.clone()), Some(m), None, None)
+        }
+        Backend::Sqlite => {
+            let dir = dir.expect("an SQLite env has a directory");
+            let s = SqliteStore::open_with_clock(dir.path().join("as.db"), clock.clone()).unwrap();
+            (Arc::new(s.clone()), None, Some(s), None)
+        }
+        #[cfg(feature = "redis")]
+        Backend::Redis => {
+            let server = super::redis::RedisServer::shared();
+            let prefix = redis_prefix.expect("a Redis env has a key prefix");
+            let r = tower_mcp_auth::store::RedisStore::connect_with_clock(&server.url(), clock.clone())
+                .await
+                .unwrap()
+                .with_prefix(prefix);
+            (Arc::new(r.clone()), None, None, Some(r))
+        }
+    }
+}
 
 pub struct Env {
     pub server: AuthorizationServer,
@@ -39,6 +89,8 @@ pub struct Env {
     pub store: Arc<dyn Store>,
     pub memory: Option<MemoryStore>,
     pub sqlite: Option<SqliteStore>,
+    pub redis: Option<RedisHandle>,
+    redis_prefix: Option<String>,
     pub clock: Arc<ManualClock>,
     pub enc: EncryptionKeys,
     pub backend: Backend,
@@ -48,6 +100,14 @@ pub struct Env {
 impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Env").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+fn redis_prefix(backend: Backend) -> Option<String> {
+    match backend {
+        #[cfg(feature = "redis")]
+        Backend::Redis => Some(super::redis::prefix("authz")),
+        _ => None,
     }
 }
 
@@ -104,45 +164,59 @@ impl Env {
         faults: Option<Faults>,
         enc: EncryptionKeys,
     ) -> Self {
-        let (raw, memory, sqlite, dir): (Arc<dyn Store>, _, _, _) = match backend {
-            Backend::Memory => {
-                let m = MemoryStore::with_clock(clock.clone());
-                (Arc::new(m.clone()), Some(m), None, None)
-            }
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let s = SqliteStore::open_with_clock(dir.path().join("as.db"), clock.clone()).unwrap();
-                (Arc::new(s.clone()), None, Some(s), Some(dir))
-            }
-        };
+        let dir = (backend == Backend::Sqlite).then(|| tempfile::tempdir().unwrap());
+        let redis_prefix = redis_prefix(backend);
+        let (raw, memory, sqlite, redis) = open_store(backend, &clock, dir.as_ref(), redis_prefix.as_deref()).await;
         let store: Arc<dyn Store> = match faults {
             Some(f) => Arc::new(FaultyStore::new(raw, f)),
             None => raw,
         };
         let server = build_server(store.clone(), enc.clone(), clock.clone(), options).await.unwrap();
         let svc = server.service();
-        Self { server, svc, store, memory, sqlite, clock, enc, backend, dir }
+        Self { server, svc, store, memory, sqlite, redis, redis_prefix, clock, enc, backend, dir }
     }
 
     /// A new server on the same storage, with `enc` as encryption keys: for SQLite a
-    /// restart (the file is opened again); for the memory store a second instance sharing
-    /// the store (a real restart of a `MemoryStore` loses everything). The old server is
-    /// dropped first.
+    /// restart (the file is opened again); for Redis a new process's view (a new connection
+    /// to the same server and key prefix); for the memory store a second instance sharing
+    /// the store (a real restart of a `MemoryStore` loses everything). The old server and
+    /// its store handle are dropped first.
     pub async fn reopen(self, options: Options, enc: EncryptionKeys) -> Result<Env, ConfigError> {
-        let Env { server, svc, memory, sqlite, clock, backend, dir, store, enc: _ } = self;
-        drop((server, svc, store));
-        let (store, sqlite): (Arc<dyn Store>, _) = match (&memory, sqlite, &dir) {
-            (Some(m), _, _) => (Arc::new(m.clone()), None),
-            (None, Some(old), Some(dir)) => {
-                drop(old);
-                let s = SqliteStore::open_with_clock(dir.path().join("as.db"), clock.clone()).unwrap();
-                (Arc::new(s.clone()), Some(s))
-            }
-            _ => unreachable!("an env has a memory or an SQLite store"),
+        let Env { server, svc, memory, sqlite, redis, redis_prefix, clock, backend, dir, store, enc: _ } = self;
+        drop((server, svc, store, sqlite, redis));
+        let (store, memory, sqlite, redis) = match memory {
+            Some(m) => (Arc::new(m.clone()) as Arc<dyn Store>, Some(m), None, None),
+            None => open_store(backend, &clock, dir.as_ref(), redis_prefix.as_deref()).await,
         };
         let server = build_server(store.clone(), enc.clone(), clock.clone(), options).await?;
         let svc = server.service();
-        Ok(Env { server, svc, store, memory, sqlite, clock, enc, backend, dir })
+        Ok(Env { server, svc, store, memory, sqlite, redis, redis_prefix, clock, enc, backend, dir })
+    }
+
+    /// A second instance beside this one: its own server (own caches, own key set loaded
+    /// from the store) on the same storage, as another replica behind a load balancer. For
+    /// the memory store both share one `MemoryStore`.
+    pub async fn sibling(&self, options: Options) -> Result<Env, ConfigError> {
+        let (store, memory, sqlite, redis) = match &self.memory {
+            Some(m) => (Arc::new(m.clone()) as Arc<dyn Store>, Some(m.clone()), None, None),
+            None => open_store(self.backend, &self.clock, self.dir.as_ref(), self.redis_prefix.as_deref()).await,
+        };
+        let server = build_server(store.clone(), self.enc.clone(), self.clock.clone(), options).await?;
+        let svc = server.service();
+        Ok(Env {
+            server,
+            svc,
+            store,
+            memory,
+            sqlite,
+            redis,
+            redis_prefix: self.redis_prefix.clone(),
+            clock: self.clock.clone(),
+            enc: self.enc.clone(),
+            backend: self.backend,
+            // The directory stays with the first instance.
+            dir: None,
+        })
     }
 
     /// [`reopen`](Self::reopen) with the same keys.
@@ -200,11 +274,17 @@ impl Env {
 
     /// Every live entry as (namespace, key, value), read from the real store.
     pub async fn entries(&self) -> Vec<(String, String, Vec<u8>)> {
-        match (&self.memory, &self.sqlite) {
-            (Some(m), _) => m.dump().into_iter().map(|(ns, k, v)| (ns.as_str().to_owned(), k, v)).collect(),
-            (_, Some(s)) => s.dump().await.unwrap(),
-            _ => Vec::new(),
+        if let Some(m) = &self.memory {
+            return m.dump().into_iter().map(|(ns, k, v)| (ns.as_str().to_owned(), k, v)).collect();
         }
+        if let Some(s) = &self.sqlite {
+            return s.dump().await.unwrap();
+        }
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.redis {
+            return r.dump().await.unwrap();
+        }
+        panic!("an env has a store to read")
     }
 
     /// Live entries in namespace `ns`.
@@ -230,11 +310,7 @@ impl Env {
 
     /// Every live stored value, for at-rest scans.
     pub async fn dump(&self) -> Vec<Vec<u8>> {
-        match (&self.memory, &self.sqlite) {
-            (Some(m), _) => m.dump().into_iter().map(|(_, k, v)| [k.into_bytes(), v].concat()).collect(),
-            (_, Some(s)) => s.dump().await.unwrap().into_iter().map(|(_, k, v)| [k.into_bytes(), v].concat()).collect(),
-            _ => Vec::new(),
-        }
+        self.entries().await.into_iter().map(|(_, k, v)| [k.into_bytes(), v].concat()).collect()
     }
 }
 
