@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -226,26 +227,126 @@ impl SigningKeys {
 
     /// Keys sealed by [`seal`](Self::seal).
     pub(crate) fn open(sealed: &[u8], enc: &EncryptionKeys) -> Result<Self, ConfigError> {
-        let plain = zeroize::Zeroizing::new(enc.open(sealed, b"signing-keys").map_err(|_| {
-            ConfigError::new(
-                ConfigErrorKind::InvalidKey,
-                "the stored signing keys do not open with this encryption key (wrong key?)",
-            )
-        })?);
-        let persisted: Persisted = serde_json::from_slice(&plain).map_err(|_| bad("stored keys are corrupt"))?;
-        let keys = persisted
-            .keys
-            .into_iter()
-            .map(|k| {
-                let der = B64.decode(k.pkcs8).map_err(|_| bad("stored keys are corrupt"))?;
-                Key::from_pkcs8(der, Some(k.kid), k.created_at, k.retire_at)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if keys.is_empty() {
-            return Err(bad("no stored keys"));
-        }
-        Ok(Self::from_ring(Ring::new(keys)))
+        Ok(Self::from_ring(open_ring(sealed, enc)?))
     }
+
+    /// Replaces this ring (seen by every clone and by the verifiers) with the one sealed in
+    /// `sealed`, then drops keys whose overlap ended before `now`.
+    pub(crate) fn reload(&self, sealed: &[u8], enc: &EncryptionKeys, now: i64) -> Result<(), ConfigError> {
+        self.install(open_ring(sealed, enc)?);
+        self.prune(now);
+        Ok(())
+    }
+
+    /// Replaces this ring with a copy of `other`'s.
+    pub(crate) fn adopt(&self, other: &SigningKeys) -> Result<(), ConfigError> {
+        let ring = other.ring.load();
+        let keys = ring
+            .keys
+            .iter()
+            .map(|k| Key::from_pkcs8(k.pkcs8.clone(), Some(k.kid.clone()), k.created_at, k.retire_at))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.install(Ring::new(keys));
+        Ok(())
+    }
+
+    /// The key ids, signing key first.
+    pub fn kids(&self) -> Vec<String> {
+        self.ring.load().keys.iter().map(|k| k.kid.clone()).collect()
+    }
+}
+
+fn open_ring(sealed: &[u8], enc: &EncryptionKeys) -> Result<Ring, ConfigError> {
+    let plain = zeroize::Zeroizing::new(enc.open(sealed, b"signing-keys").map_err(|_| {
+        ConfigError::new(
+            ConfigErrorKind::InvalidKey,
+            "the stored signing keys do not open with this encryption key (wrong key?)",
+        )
+    })?);
+    let persisted: Persisted = serde_json::from_slice(&plain).map_err(|_| bad("stored keys are corrupt"))?;
+    let keys = persisted
+        .keys
+        .into_iter()
+        .map(|k| {
+            let der = B64.decode(k.pkcs8).map_err(|_| bad("stored keys are corrupt"))?;
+            Key::from_pkcs8(der, Some(k.kid), k.created_at, k.retire_at)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() {
+        return Err(bad("no stored keys"));
+    }
+    Ok(Ring::new(keys))
+}
+
+/// Keeps store-managed signing keys in step with the store, so that instances sharing a
+/// store sign and verify with the same key ring: a rotation made by one instance reaches the
+/// others within `interval` (checked when a token is issued or the JWKS served), and at
+/// once when a token signed with a key this instance does not know arrives (at most one
+/// such store read per [`FORCED_SPACING`] seconds, so forged `kid`s cannot load the store).
+pub(crate) struct KeySync {
+    interval: i64,
+    last_check: AtomicI64,
+    last_forced: AtomicI64,
+    /// SHA-256 of the sealed ring last loaded or written.
+    seen: std::sync::Mutex<[u8; 32]>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// Least seconds between two store reads caused by unknown `kid`s.
+pub(crate) const FORCED_SPACING: i64 = 5;
+
+impl KeySync {
+    pub(crate) fn new(interval: Duration, now: i64, sealed: &[u8]) -> Self {
+        Self {
+            interval: i64::try_from(interval.as_secs()).unwrap_or(i64::MAX).max(1),
+            last_check: AtomicI64::new(now),
+            last_forced: AtomicI64::new(i64::MIN / 2),
+            seen: std::sync::Mutex::new(digest(sealed)),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether a check is due at `now` (`forced`: for an unknown `kid`).
+    fn due(&self, now: i64, forced: bool) -> bool {
+        if forced {
+            now.saturating_sub(self.last_forced.load(Ordering::Relaxed)) >= FORCED_SPACING
+        } else {
+            now.saturating_sub(self.last_check.load(Ordering::Relaxed)) >= self.interval
+        }
+    }
+
+    pub(crate) fn seen(&self, sealed: &[u8]) -> bool {
+        self.seen.lock().map(|s| *s == digest(sealed)).unwrap_or(false)
+    }
+
+    pub(crate) fn remember(&self, sealed: &[u8]) {
+        if let Ok(mut s) = self.seen.lock() {
+            *s = digest(sealed);
+        }
+    }
+
+    /// Takes the right to check now: `None` if no check is due, or (not forced) another task
+    /// is checking already.
+    pub(crate) async fn begin(&self, now: i64, forced: bool) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if !self.due(now, forced) {
+            return None;
+        }
+        let guard = if forced { self.lock.lock().await } else { self.lock.try_lock().ok()? };
+        // Someone else may have checked while this task waited.
+        if !self.due(now, forced) {
+            return None;
+        }
+        if forced {
+            self.last_forced.store(now, Ordering::Relaxed);
+        }
+        self.last_check.store(now, Ordering::Relaxed);
+        Some(guard)
+    }
+}
+
+fn digest(sealed: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(sealed).into()
 }
 
 #[cfg(test)]

@@ -138,6 +138,8 @@ pub(crate) struct Core {
     pub(crate) jwt: crate::verify::JwtVerifier,
     /// Client ID metadata documents, when enabled.
     pub(crate) cimd: Option<crate::cimd::Cimd>,
+    /// Store-managed signing keys follow the store (`None` for keys given to the builder).
+    pub(crate) key_sync: Option<keys::KeySync>,
 }
 
 impl fmt::Debug for Core {
@@ -215,6 +217,38 @@ impl Core {
         }
     }
 
+    /// Brings store-managed signing keys up to date with the store when a check is due (see
+    /// [`keys::KeySync`]); `forced` for a token signed with an unknown key. Whether the ring
+    /// changed. Store failures leave the current keys in place.
+    pub(crate) async fn sync_keys(&self, forced: bool) -> bool {
+        let Some(sync) = &self.key_sync else { return false };
+        let now = self.now();
+        let Some(_guard) = sync.begin(now, forced).await else { return false };
+        self.keys.prune(now);
+        let sealed = match self.store(self.store.get(records::META, SIGNING_KEYS)).await {
+            Ok(Some(sealed)) => sealed,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::debug!(error = %e, "signing keys not reloaded: store unavailable");
+                return false;
+            }
+        };
+        if sync.seen(&sealed) {
+            return false;
+        }
+        match self.keys.reload(&sealed, &self.enc, now) {
+            Ok(()) => {
+                sync.remember(&sealed);
+                tracing::info!(kids = ?self.keys.kids(), "signing keys reloaded from the store");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stored signing keys not loaded");
+                false
+            }
+        }
+    }
+
     /// The client a request names: a registered one from the store, or, for a URL-shaped
     /// client ID, the one [`CimdClientLayer`](crate::cimd::CimdClientLayer) resolved.
     pub(crate) async fn client(
@@ -271,6 +305,7 @@ pub struct AuthorizationServerBuilder {
     revoke_per_minute: u32,
     clients: Vec<StaticClient>,
     cimd: Option<crate::cimd::CimdConfig>,
+    key_refresh: Duration,
 }
 
 /// A client registered by the operator rather than through dynamic registration.
@@ -404,6 +439,7 @@ impl AuthorizationServer {
             revoke_per_minute: 120,
             clients: Vec::new(),
             cimd: None,
+            key_refresh: Duration::from_secs(60),
         }
     }
 
@@ -423,17 +459,61 @@ impl AuthorizationServer {
     }
 
     /// Makes a new key the signing key and stores the key ring (encrypted), keeping the
-    /// previous keys published for `overlap` (use at least the access-token lifetime plus the
-    /// leeway, so no issued token stops verifying); keys past their overlap are dropped.
+    /// previous keys published for `overlap`; keys past their overlap are dropped.
+    ///
+    /// With several instances on one store, call it on any one of them: the new ring is
+    /// written with a compare-and-swap on the stored one (two rotations at once both land),
+    /// and the other instances load it within the
+    /// [refresh interval](AuthorizationServerBuilder::signing_key_refresh), or at once when a
+    /// token signed with the new key reaches them. Until then they keep signing with the
+    /// previous key, so choose `overlap` of at least the access-token lifetime plus the
+    /// refresh interval plus the verifiers' leeway: no issued token then stops verifying.
     pub async fn rotate_signing_key(&self, overlap: Duration) -> Result<(), ConfigError> {
         let core = &self.core;
-        let now = core.now();
-        core.keys.prune(now);
-        core.keys.rotate(now, overlap)?;
-        let sealed = core.keys.seal(&core.enc)?;
-        core.store(core.store.put(records::META, SIGNING_KEYS, sealed, None))
+        let store_error = |e: StoreError| ConfigError::new(ConfigErrorKind::Invalid, format!("store: {e}"));
+        let Some(sync) = &core.key_sync else {
+            // Keys given to the builder: rotated here, and stored for reference.
+            let now = core.now();
+            core.keys.prune(now);
+            core.keys.rotate(now, overlap)?;
+            let sealed = core.keys.seal(&core.enc)?;
+            return core.store(core.store.put(records::META, SIGNING_KEYS, sealed, None)).await.map_err(store_error);
+        };
+        for _ in 0..8 {
+            let now = core.now();
+            let stored = core.store(core.store.get(records::META, SIGNING_KEYS)).await.map_err(store_error)?;
+            let next = match &stored {
+                Some(sealed) => SigningKeys::open(sealed, &core.enc)?,
+                None => {
+                    let copy = SigningKeys::generate()?;
+                    copy.adopt(&core.keys)?;
+                    copy
+                }
+            };
+            next.prune(now);
+            next.rotate(now, overlap)?;
+            let sealed = next.seal(&core.enc)?;
+            let written = match &stored {
+                Some(old) => core.store(core.store.compare_and_swap(
+                    records::META,
+                    SIGNING_KEYS,
+                    old,
+                    Some(sealed.clone()),
+                    None,
+                )),
+                None => core.store(core.store.insert_if_absent(records::META, SIGNING_KEYS, sealed.clone(), None)),
+            }
             .await
-            .map_err(|e| ConfigError::new(ConfigErrorKind::Invalid, format!("store: {e}")))
+            .map_err(store_error)?;
+            if written {
+                core.keys.adopt(&next)?;
+                sync.remember(&sealed);
+                tracing::info!(kids = ?core.keys.kids(), "signing key rotated");
+                return Ok(());
+            }
+            // Another instance changed the ring meanwhile: rotate on top of its ring.
+        }
+        Err(ConfigError::new(ConfigErrorKind::Invalid, "signing keys changed concurrently too often; try again"))
     }
 
     /// One endpoint as a leaf service.
@@ -477,7 +557,17 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// The token-signing keys. Default: kept in the store (encrypted), generated on first start.
+    /// How often store-managed signing keys are compared with the store, so a rotation made
+    /// by another instance is picked up (default 60 s; checked when a token is issued or the
+    /// JWKS is served, and at once for a token signed with an unknown key). Not used with
+    /// [`signing_keys`](Self::signing_keys).
+    pub fn signing_key_refresh(mut self, interval: Duration) -> Self {
+        self.key_refresh = interval;
+        self
+    }
+
+    /// The token-signing keys. Default: kept in the store (encrypted), generated on first start,
+    /// shared by every instance on the same store.
     pub fn signing_keys(mut self, keys: SigningKeys) -> Self {
         self.keys = Some(keys);
         self
@@ -628,9 +718,12 @@ impl AuthorizationServerBuilder {
                 .await
                 .map_err(|e| ConfigError::new(ConfigErrorKind::Invalid, format!("store: {e}")))?;
         }
-        let keys = match self.keys {
-            Some(k) => k,
-            None => load_or_create_keys(&*store, &enc).await?,
+        let (keys, key_sync) = match self.keys {
+            Some(k) => (k, None),
+            None => {
+                let (keys, sealed) = load_or_create_keys(&*store, &enc).await?;
+                (keys, Some(keys::KeySync::new(self.key_refresh, clock.unix_time(), &sealed)))
+            }
         };
         let origin = issuer_url.origin().ascii_serialization();
         let paths = Paths::new(issuer_url.path());
@@ -659,6 +752,7 @@ impl AuthorizationServerBuilder {
             revoke_limit: per_minute(self.revoke_per_minute),
             jwt: placeholder_jwt()?,
             cimd: self.cimd.map(crate::cimd::Cimd::new),
+            key_sync,
         };
         core.jwt = verifier::jwt_verifier(None, &core)?;
         let core = Arc::new(core);
@@ -710,23 +804,29 @@ async fn reseal_if_previous(store: &dyn Store, enc: &EncryptionKeys, name: &str,
     }
 }
 
-async fn load_or_create_keys(store: &dyn Store, enc: &EncryptionKeys) -> Result<SigningKeys, ConfigError> {
+/// The stored signing keys (created on first start), with the sealed ring as stored.
+async fn load_or_create_keys(store: &dyn Store, enc: &EncryptionKeys) -> Result<(SigningKeys, Vec<u8>), ConfigError> {
     let unavailable = |e: StoreError| ConfigError::new(ConfigErrorKind::Invalid, format!("store: {e}"));
     if let Some(sealed) = store.get(records::META, SIGNING_KEYS).await.map_err(unavailable)? {
         let keys = SigningKeys::open(&sealed, enc)?;
         if sealed.get(..4) != Some(&enc.active_version().to_be_bytes()[..]) {
             let resealed = keys.seal(enc)?;
-            let _ = store.compare_and_swap(records::META, SIGNING_KEYS, &sealed, Some(resealed), None).await;
+            if let Ok(true) =
+                store.compare_and_swap(records::META, SIGNING_KEYS, &sealed, Some(resealed.clone()), None).await
+            {
+                return Ok((keys, resealed));
+            }
         }
-        return Ok(keys);
+        return Ok((keys, sealed));
     }
     let fresh = SigningKeys::generate()?;
-    if store.insert_if_absent(records::META, SIGNING_KEYS, fresh.seal(enc)?, None).await.map_err(unavailable)? {
-        return Ok(fresh);
+    let sealed = fresh.seal(enc)?;
+    if store.insert_if_absent(records::META, SIGNING_KEYS, sealed.clone(), None).await.map_err(unavailable)? {
+        return Ok((fresh, sealed));
     }
     // Another instance stored its keys first: use those.
     let sealed = store.get(records::META, SIGNING_KEYS).await.map_err(unavailable)?.unwrap_or_default();
-    SigningKeys::open(&sealed, enc)
+    Ok((SigningKeys::open(&sealed, enc)?, sealed))
 }
 
 /// Which endpoint an [`Endpoint`] serves.
@@ -864,7 +964,10 @@ where
     }
     let mut res = match which {
         Which::Metadata => metadata::metadata(&core, &parts),
-        Which::Jwks => metadata::jwks(&core, &parts),
+        Which::Jwks => {
+            core.sync_keys(false).await;
+            metadata::jwks(&core, &parts)
+        }
         Which::Register => register::register(&core, &parts, &body).await,
         Which::Authorize => authorize::authorize(&core, &parts).await,
         Which::Consent => authorize::consent(&core, &parts, &body).await,

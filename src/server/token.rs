@@ -314,6 +314,7 @@ async fn issue_with_refresh_scopes(
     if !grant.upstream_claims.is_empty() {
         claims["upstream_claims"] = Value::Object(grant.upstream_claims.clone());
     }
+    core.sync_keys(false).await;
     let access_token = core.keys.sign(&claims).map_err(|_| Failure::Unavailable)?;
     let mut issued = Issued {
         response: json!({

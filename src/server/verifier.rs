@@ -13,6 +13,9 @@ use crate::token::{AccessToken, BearerToken};
 use crate::upstream::{UpstreamErrorKind, UpstreamTokens};
 use crate::verify::{Algorithm, BoxVerifyFuture, Issuer, JwtVerifier, TokenVerifier};
 
+/// The [`VerifyError::reason`] of a token whose `kid` is not in the key set.
+const UNKNOWN_KID: &str = "unknown kid";
+
 pub(crate) fn upstream_aad(grant_id: &str) -> Vec<u8> {
     format!("upstream-tokens:{grant_id}").into_bytes()
 }
@@ -83,13 +86,17 @@ impl TokenVerifier for IssuedTokenVerifier {
 
     fn verify(&self, token: &BearerToken) -> BoxVerifyFuture {
         let fut = self.jwt.verify(token);
-        if !self.core.revocation_check {
-            return Box::pin(fut);
-        }
         let core = self.core.clone();
+        let jwt = self.jwt.clone();
+        let token = token.clone();
         Box::pin(async move {
-            let verified = fut.await?;
-            if revoked(&core, &verified).await? {
+            let verified = match fut.await {
+                Ok(v) => v,
+                // Signed with a key another instance has rotated in since this one last looked.
+                Err(e) if e.reason() == UNKNOWN_KID && core.sync_keys(true).await => jwt.verify(&token).await?,
+                Err(e) => return Err(e),
+            };
+            if core.revocation_check && revoked(&core, &verified).await? {
                 return Err(VerifyError::invalid_token("revoked"));
             }
             Ok(verified)

@@ -197,9 +197,18 @@ impl Env {
     /// from the store) on the same storage, as another replica behind a load balancer. For
     /// the memory store both share one `MemoryStore`.
     pub async fn sibling(&self, options: Options) -> Result<Env, ConfigError> {
+        self.sibling_with(options, None).await
+    }
+
+    /// [`sibling`](Self::sibling) whose store is wrapped in a [`FaultyStore`] driven by `faults`.
+    pub async fn sibling_with(&self, options: Options, faults: Option<Faults>) -> Result<Env, ConfigError> {
         let (store, memory, sqlite, redis) = match &self.memory {
             Some(m) => (Arc::new(m.clone()) as Arc<dyn Store>, Some(m.clone()), None, None),
             None => open_store(self.backend, &self.clock, self.dir.as_ref(), self.redis_prefix.as_deref()).await,
+        };
+        let store: Arc<dyn Store> = match faults {
+            Some(f) => Arc::new(FaultyStore::new(store, f)),
+            None => store,
         };
         let server = build_server(store.clone(), self.enc.clone(), self.clock.clone(), options).await?;
         let svc = server.service();
