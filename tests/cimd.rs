@@ -18,8 +18,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use support::TestKey;
 use support::authz::{
-    BACKENDS, Backend, Browser, Env, ISSUER, Options, REDIRECT, RESOURCE, Reply, approve, authorize_query, call_svc,
-    form_fields, form_request, pkce,
+    BACKENDS, Backend, Browser, Env, ISSUER, Options, PERSISTENT, REDIRECT, RESOURCE, Reply, approve, authorize_query,
+    call_svc, form_fields, form_request, pkce,
 };
 use support::tls::{TestCa, TlsFront};
 use tokio::net::TcpListener;
@@ -191,6 +191,12 @@ async fn world_full(
     World { env, site, _ca: ca }
 }
 
+/// Server options with documents enabled and the default fetcher of these tests.
+fn cimd_options(ca: &TestCa) -> Options {
+    let config = CimdConfig::new(fetcher(ca).build().unwrap());
+    Options { configure: Box::new(move |b| b.client_id_metadata_documents(config)), ..Options::default() }
+}
+
 async fn world(backend: Backend) -> World {
     world_with(backend, |c| c).await
 }
@@ -212,6 +218,12 @@ fn patched(url: &str, patch: Value) -> Value {
 }
 
 impl World {
+    /// A second instance on the same store, with the same document policy and fetcher
+    /// settings but its own in-process caches and rate limits.
+    async fn sibling(&self) -> Env {
+        self.env.sibling(cimd_options(&self._ca)).await.unwrap()
+    }
+
     /// Publishes a valid document at `path` on client.test; returns its client ID.
     fn publish(&self, path: &str) -> String {
         let url = self.site.url("client.test", path);
@@ -795,6 +807,94 @@ async fn f21_assertions_are_single_use() {
             }
         }
         assert_eq!(ok, 1, "{backend:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn f21_an_assertion_used_at_one_instance_is_refused_at_another() {
+    for backend in BACKENDS {
+        let w = world(backend).await;
+        let b = w.sibling().await;
+        let key = TestKey::es256();
+        let id = publish_pkjwt(&w, "/pk.json", &[&key]);
+        let a = assertion(&w.env, &key, &id, json!({}));
+        let (code, verifier) = w.code(&id).await;
+        let r = token_with_assertion(&w.env, &code, &verifier, &a).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.text());
+        let (code, verifier) = w.code(&id).await;
+        assert_invalid_client(&token_with_assertion(&b, &code, &verifier, &a).await);
+        // The code was not spent by the refused request: with a fresh assertion it works at B.
+        let fresh = assertion(&w.env, &key, &id, json!({}));
+        assert_eq!(token_with_assertion(&b, &code, &verifier, &fresh).await.status, StatusCode::OK, "{backend:?}");
+
+        // One assertion sent to both instances at once: exactly one success.
+        for round in 0..5 {
+            let a = assertion(&w.env, &key, &id, json!({}));
+            let (c1, v1) = w.code(&id).await;
+            let (c2, v2) = w.code(&id).await;
+            let (r1, r2) =
+                tokio::join!(token_with_assertion(&w.env, &c1, &v1, &a), token_with_assertion(&b, &c2, &v2, &a));
+            let ok = [&r1, &r2].iter().filter(|r| r.status == StatusCode::OK).count();
+            assert_eq!(ok, 1, "{backend:?} round {round}: {} / {}", r1.text(), r2.text());
+            for r in [&r1, &r2].into_iter().filter(|r| r.status != StatusCode::OK) {
+                assert_invalid_client(r);
+            }
+        }
+        // The document was fetched once, by A; B read it from the store.
+        assert_eq!(w.site.hits("/pk.json"), 1, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn k05_an_assertion_used_before_a_restart_is_refused_after_it() {
+    for backend in PERSISTENT {
+        let w = world(backend).await;
+        let key = TestKey::es256();
+        let id = publish_pkjwt(&w, "/pk.json", &[&key]);
+        let a = assertion(&w.env, &key, &id, json!({}));
+        let (code, verifier) = w.code(&id).await;
+        assert_eq!(token_with_assertion(&w.env, &code, &verifier, &a).await.status, StatusCode::OK);
+        let World { env, site, _ca } = w;
+        let env = env.restart(cimd_options(&_ca)).await;
+        let w = World { env, site, _ca };
+        let (code, verifier) = w.code(&id).await;
+        assert_invalid_client(&token_with_assertion(&w.env, &code, &verifier, &a).await);
+        let fresh = assertion(&w.env, &key, &id, json!({}));
+        assert_eq!(token_with_assertion(&w.env, &code, &verifier, &fresh).await.status, StatusCode::OK, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn one_document_fetch_serves_every_instance() {
+    for backend in BACKENDS {
+        let w = world(backend).await;
+        let b = w.sibling().await;
+        let id = w.publish("/shared.json");
+        let (_, challenge) = pkce();
+        let r = Browser::default().get(&w.env, &authorize_query(&id, &challenge, "st", &[])).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.text());
+        // B has never seen the client: its consent page comes from the stored document.
+        let mut browser = Browser::default();
+        let (verifier, challenge) = pkce();
+        let r = approve(&b, &mut browser, &authorize_query(&id, &challenge, "st", &[])).await;
+        let code = r.location_param("code").expect("code from B");
+        // Redeemed at A.
+        let r = w
+            .env
+            .post_form(
+                "/token",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("code_verifier", &verifier),
+                    ("client_id", &id),
+                    ("redirect_uri", REDIRECT),
+                ],
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.text());
+        assert_eq!(w.site.hits("/shared.json"), 1, "{backend:?}: one fetch for both instances");
     }
 }
 
