@@ -173,6 +173,19 @@ struct Args {
     /// Accept client ID metadata documents from --cimd-allow-host hosts only.
     #[arg(long)]
     cimd_only_allowed: bool,
+
+    /// Serve MCP without sessions: every request stands alone (no Mcp-Session-Id), so any
+    /// instance behind a load balancer can answer any request. Without it, sessions live in
+    /// this process and a load balancer must keep each session on one instance.
+    #[arg(long)]
+    stateless: bool,
+
+    /// Check every access token against the store's revocations (revoked tokens stop at
+    /// once, but each MCP request reads the store and fails with 503 while it is down).
+    /// Without it, verification reads no store: a revoked grant can no longer be refreshed,
+    /// and its access tokens end with their lifetime (10 minutes).
+    #[arg(long, conflicts_with_all = ["authorization_server", "insecure_no_auth"])]
+    revocation_check: bool,
 }
 
 /// A startup failure: a usage or configuration problem (exit 2) or a runtime one (exit 1).
@@ -336,6 +349,8 @@ async fn run(args: Args) -> Result<(), Failure> {
         origins.push(url);
     }
     let mcp_config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(!args.stateless)
+        .with_json_response(args.stateless)
         .with_allowed_hosts(allowed_hosts(&public_url)?)
         .with_allowed_origins(origins.iter().map(origin_with_port).collect::<Result<Vec<_>, _>>()?);
     let cancel = mcp_config.cancellation_token.clone();
@@ -385,7 +400,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 .store(store.clone())
                 .encryption_keys(keys)
                 .upstream(upstream)
-                .revocation_check(true);
+                .revocation_check(args.revocation_check);
             if !args.no_cimd {
                 server = server.client_id_metadata_documents(cimd_config(&args)?);
             }

@@ -74,6 +74,36 @@ async fn every_instance_signs_and_verifies_with_the_same_keys() {
 }
 
 #[tokio::test]
+async fn every_step_of_a_sign_in_can_land_on_another_instance() {
+    for backend in BACKENDS {
+        let a = Env::new(backend).await;
+        let b = a.sibling(Options::default()).await.unwrap();
+        let client = b.register().await;
+        let (verifier, challenge) = support::authz::pkce();
+        let mut browser = Browser::default();
+        // authorize at A, consent at B, login page at A, login at B, callback at A, token at B.
+        let page = browser.get(&a, &support::authz::authorize_query(&client, &challenge, "st-x", &[])).await;
+        assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.text());
+        let f = support::authz::form_fields(&page.text());
+        let r = browser
+            .post(&b, "/consent", &[("request", &f["request"]), ("csrf", &f["csrf"]), ("decision", "approve")])
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{backend:?}: {}", r.text());
+        let loc = r.location().unwrap();
+        let login = browser.get(&a, &format!("{}?{}", loc.path(), loc.query().unwrap_or(""))).await;
+        let f = support::authz::form_fields(&login.text());
+        let form = [("state", &f["state"]), ("nonce", &f["nonce"]), ("code_challenge", &f["code_challenge"])];
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = browser.post(&b, "/dev-login", &form).await;
+        let loc = r.location().expect("redirect to the callback");
+        let r = browser.get(&a, &format!("{}?{}", loc.path(), loc.query().unwrap_or(""))).await;
+        let code = r.location_param("code").unwrap_or_else(|| panic!("{backend:?}: no code: {}", r.text()));
+        let (at, _) = tokens(&b, &client, &code, &verifier).await;
+        assert!(verify(&a, &at).await.is_ok(), "{backend:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_rotation_at_one_instance_reaches_the_others_without_logging_anyone_out() {
     for backend in BACKENDS {
         let a = Env::new(backend).await;

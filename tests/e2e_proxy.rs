@@ -130,6 +130,8 @@ async fn sign_in(mcp_server: &Path, identity: Identity) -> Run {
             .arg("--store")
             .arg(format!("sqlite:{}", db.display()))
             .args(["--encryption-key", &key, "--exit-on-stdin-eof"])
+            // The client checks that a revoked grant's access token stops at once.
+            .arg("--revocation-check")
             .env("RUST_LOG", "trace");
         let mut server = Proc::spawn("mcp_server", &mut server_cmd);
         match server.listening_on().await {

@@ -72,7 +72,9 @@ impl Server {
                 .args(["--bind", &format!("127.0.0.1:{}", self.port)])
                 .arg("--store")
                 .arg(format!("sqlite:{}", self.db.display()))
-                .args(["--encryption-key", &self.key, "--exit-on-stdin-eof"]),
+                .args(["--encryption-key", &self.key, "--exit-on-stdin-eof"])
+                // Revoked grants' access tokens are checked to stop at once.
+                .arg("--revocation-check"),
         );
         match proc.listening_on().await {
             Some(url) => {

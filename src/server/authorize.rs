@@ -361,7 +361,9 @@ async fn start_upstream(core: &Core, request: AuthorizationRequest, after_post: 
     let location = match (core.auto_approve, core.upstream.as_dev_login()) {
         (true, Some(dev)) => {
             // Automated tests: skip the development login page as well.
-            let code = dev.issue_code(&nonce, &challenge);
+            let Ok(code) = core.store(dev.issue_shared_code(&*core.store, &nonce, &challenge)).await else {
+                return unavailable_page();
+            };
             let Ok(mut url) = Url::parse(&callback) else { return unavailable_page() };
             url.query_pairs_mut().append_pair("code", &code).append_pair("state", &state);
             url.to_string()
@@ -493,7 +495,9 @@ pub(crate) async fn dev_login(core: &Core, parts: &Parts, body: &[u8]) -> Respon
             &DevLoginPage { user: dev.user(), action: &core.paths.dev_login, state, nonce, code_challenge: challenge },
         );
     }
-    let code = dev.issue_code(nonce, challenge);
+    let Ok(code) = core.store(dev.issue_shared_code(&*core.store, nonce, challenge)).await else {
+        return unavailable_page();
+    };
     let Ok(mut url) = Url::parse(&core.url(&core.paths.callback)) else { return unavailable_page() };
     url.query_pairs_mut().append_pair("code", &code).append_pair("state", state);
     let mut res = redirect(url.as_str(), true);
@@ -565,7 +569,18 @@ pub(crate) async fn callback(core: &Core, parts: &Parts) -> Response<EndpointBod
     }
     let release = || async { core.store(core.store.delete(USED_CHALLENGES, &ckey)).await };
     let callback_url = core.url(&core.paths.callback);
-    let grant = match core.upstream.exchange(code, &verifier, &callback_url, &stored.nonce).await {
+    let exchanged = match core.upstream.as_dev_login() {
+        // The development login's codes are in the store, for every instance.
+        Some(dev) => match core
+            .store(async { Ok(dev.exchange_shared(&*core.store, code, &verifier, &stored.nonce).await) })
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(crate::upstream::UpstreamError::unavailable("store deadline exceeded")),
+        },
+        None => core.upstream.exchange(code, &verifier, &callback_url, &stored.nonce).await,
+    };
+    let grant = match exchanged {
         Ok(g) => g,
         Err(e) => {
             tracing::warn!(error = %e, "upstream sign-in failed");

@@ -10,6 +10,11 @@ use super::{
     AuthorizationRequest, Upstream, UpstreamError, UpstreamFuture, UpstreamGrant, UpstreamIdentity, UpstreamTokens,
 };
 use crate::store::crypto::{random_token, secret_hash, secure_eq};
+use crate::store::{Namespace, Store, StoreError};
+
+/// Login codes of authorization servers (shared by their instances).
+const SHARED_CODES: Namespace = Namespace::new("dev_login_codes");
+const CODE_LIFETIME: Duration = Duration::from_secs(60);
 
 /// A local sign-in page for one configured user, for development: the "provider" is the
 /// authorization server itself, which serves a page at `{issuer}/dev-login` with one button.
@@ -19,8 +24,6 @@ use crate::store::crypto::{random_token, secret_hash, secure_eq};
 pub struct DevLogin {
     user: String,
     claims: Map<String, Value>,
-    /// One-time codes: hash(code) → (nonce, PKCE challenge), 60 s.
-    codes: moka::sync::Cache<String, (String, String)>,
 }
 
 impl fmt::Debug for DevLogin {
@@ -34,11 +37,7 @@ impl DevLogin {
     pub fn new(user: impl Into<String>) -> Self {
         let user = user.into();
         let claims = json!({ "preferred_username": user, "name": user });
-        Self {
-            claims: claims.as_object().cloned().unwrap_or_default(),
-            user,
-            codes: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(60)).build(),
-        }
+        Self { claims: claims.as_object().cloned().unwrap_or_default(), user }
     }
 
     /// Extra claims about the user (merged into `upstream_claims`).
@@ -52,11 +51,54 @@ impl DevLogin {
         &self.user
     }
 
-    /// Called when the user presses "sign in": a one-time code for the callback.
-    pub(crate) fn issue_code(&self, nonce: &str, code_challenge: &str) -> String {
+    /// Called when the user presses "sign in": a one-time code for the callback (60 s), kept
+    /// in the authorization server's store so that any instance sharing it can complete the
+    /// sign-in. Only its hash is stored.
+    pub(crate) async fn issue_shared_code(
+        &self,
+        store: &dyn Store,
+        nonce: &str,
+        code_challenge: &str,
+    ) -> Result<String, StoreError> {
         let code = random_token();
-        self.codes.insert(secret_hash(&code), (nonce.to_owned(), code_challenge.to_owned()));
-        code
+        let record = serde_json::to_vec(&(nonce, code_challenge)).map_err(|_| StoreError::unavailable("encode"))?;
+        store.put(SHARED_CODES, &secret_hash(&code), record, Some(CODE_LIFETIME)).await?;
+        Ok(code)
+    }
+
+    /// Redeems a code made by [`issue_shared_code`](Self::issue_shared_code), once.
+    pub(crate) async fn exchange_shared(
+        &self,
+        store: &dyn Store,
+        code: &str,
+        code_verifier: &str,
+        nonce: &str,
+    ) -> Result<UpstreamGrant, UpstreamError> {
+        let record = store
+            .take(SHARED_CODES, &secret_hash(code))
+            .await
+            .map_err(|_| UpstreamError::unavailable("store unavailable"))?
+            .ok_or_else(|| UpstreamError::refused("unknown login code"))?;
+        let (sent_nonce, challenge): (String, String) =
+            serde_json::from_slice(&record).map_err(|_| UpstreamError::refused("unknown login code"))?;
+        self.grant(&sent_nonce, &challenge, code_verifier, nonce)
+    }
+
+    fn grant(
+        &self,
+        sent_nonce: &str,
+        challenge: &str,
+        code_verifier: &str,
+        nonce: &str,
+    ) -> Result<UpstreamGrant, UpstreamError> {
+        let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier));
+        if !secure_eq(sent_nonce.as_bytes(), nonce.as_bytes()) || !secure_eq(computed.as_bytes(), challenge.as_bytes())
+        {
+            return Err(UpstreamError::invalid("login code does not match this sign-in"));
+        }
+        let mut claims = self.claims.clone();
+        claims.insert("sub".into(), Value::String(self.user.clone()));
+        Ok(UpstreamGrant::new(UpstreamIdentity::new(self.user.clone(), claims), UpstreamTokens::default()))
     }
 
     /// The path of the login page under the issuer.
@@ -90,23 +132,15 @@ impl Upstream for DevLogin {
 
     fn exchange<'a>(
         &'a self,
-        code: &'a str,
-        code_verifier: &'a str,
+        _code: &'a str,
+        _code_verifier: &'a str,
         _redirect_uri: &'a str,
-        nonce: &'a str,
+        _nonce: &'a str,
     ) -> UpstreamFuture<'a, UpstreamGrant> {
-        Box::pin(async move {
-            let (sent_nonce, challenge) =
-                self.codes.remove(&secret_hash(code)).ok_or_else(|| UpstreamError::refused("unknown login code"))?;
-            let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(code_verifier));
-            if !secure_eq(sent_nonce.as_bytes(), nonce.as_bytes())
-                || !secure_eq(computed.as_bytes(), challenge.as_bytes())
-            {
-                return Err(UpstreamError::invalid("login code does not match this sign-in"));
-            }
-            let mut claims = self.claims.clone();
-            claims.insert("sub".into(), Value::String(self.user.clone()));
-            Ok(UpstreamGrant::new(UpstreamIdentity::new(self.user.clone(), claims), UpstreamTokens::default()))
+        // The authorization server redeems development login codes itself (`exchange_shared`),
+        // with its store.
+        Box::pin(async {
+            Err(UpstreamError::refused("the development login completes inside the authorization server"))
         })
     }
 
