@@ -240,14 +240,24 @@ impl SigningKeys {
 
     /// Replaces this ring with a copy of `other`'s.
     pub(crate) fn adopt(&self, other: &SigningKeys) -> Result<(), ConfigError> {
-        let ring = other.ring.load();
-        let keys = ring
+        self.install(other.copy_ring()?);
+        Ok(())
+    }
+
+    /// An independent copy of these keys (its rotations are not seen here).
+    pub(crate) fn detached(&self) -> Result<SigningKeys, ConfigError> {
+        Ok(Self::from_ring(self.copy_ring()?))
+    }
+
+    fn copy_ring(&self) -> Result<Ring, ConfigError> {
+        let keys = self
+            .ring
+            .load()
             .keys
             .iter()
             .map(|k| Key::from_pkcs8(k.pkcs8.clone(), Some(k.kid.clone()), k.created_at, k.retire_at))
             .collect::<Result<Vec<_>, _>>()?;
-        self.install(Ring::new(keys));
-        Ok(())
+        Ok(Ring::new(keys))
     }
 
     /// The key ids, signing key first.

@@ -484,11 +484,7 @@ impl AuthorizationServer {
             let stored = core.store(core.store.get(records::META, SIGNING_KEYS)).await.map_err(store_error)?;
             let next = match &stored {
                 Some(sealed) => SigningKeys::open(sealed, &core.enc)?,
-                None => {
-                    let copy = SigningKeys::generate()?;
-                    copy.adopt(&core.keys)?;
-                    copy
-                }
+                None => core.keys.detached()?,
             };
             next.prune(now);
             next.rotate(now, overlap)?;
