@@ -17,7 +17,7 @@ WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-32}
 PORT_BASE=${PORT_BASE:-18100}
 # Default order puts the servers compared by a ratio next to each other in every round.
-MODES=${MODES:-"stack-eddsa stack-es256 bare stack-rs256 jwt-authorizer bare07"}
+MODES=${MODES:-"cached-rs256 bare cached-es256 cached-eddsa uncached-rs256 raw-rs256 jwt-authorizer bare07 uncached-es256 raw-es256 uncached-eddsa raw-eddsa mcp-noauth mcp-auth"}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 INSTR=${INSTR:-0}
@@ -40,11 +40,16 @@ if [[ $INSTR == 1 ]] && ! command -v callgrind_control >/dev/null; then
     exit 1
 fi
 
-echo "building bench_server (release, all features)..." >&2
-cargo build --quiet --release --all-features --example bench_server
+echo "building bench_server and mcp_server (release, all features)..." >&2
+cargo build --quiet --release --all-features --example bench_server --example mcp_server
 target_dir=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')}
 BIN="$target_dir/release/examples/bench_server"
-[[ -x $BIN ]] || { echo "no binary at $BIN" >&2; exit 1; }
+MCP_BIN="$target_dir/release/examples/mcp_server"
+[[ -x $BIN && -x $MCP_BIN ]] || { echo "no binaries in $target_dir/release/examples" >&2; exit 1; }
+if [[ " $MODES " == *" mcp-auth "* ]] && ! [[ -d tests/e2e/node_modules/@modelcontextprotocol ]]; then
+    echo "mcp-auth signs in with the MCP TypeScript SDK client: run 'npm ci' in tests/e2e first" >&2
+    exit 1
+fi
 
 work=$(mktemp -d)
 server_pid=
@@ -70,7 +75,12 @@ LUA
 
 declare -A TOKEN
 for mode in $MODES; do
-    TOKEN[$mode]=$("$BIN" --print-token "$mode")
+    case $mode in
+        # The unprotected MCP server gets an RS256 bench token (ignored); mcp-auth gets its
+        # token from a real sign-in each time it starts.
+        mcp-*) TOKEN[$mode]=$("$BIN" --print-token bare) ;;
+        *) TOKEN[$mode]=$("$BIN" --print-token "$mode") ;;
+    esac
 done
 
 port=$PORT_BASE
@@ -78,13 +88,44 @@ port=$PORT_BASE
 start_server() {
     local mode=$1; shift
     port=$((port + 1))
-    taskset -c "$SERVER_CPU" "$@" "$BIN" --mode "$mode" --bind "127.0.0.1:$port" \
-        --exit-after $((DURATION + WARMUP + INSTR_DURATION + 120)) 2>>"$work/server.log" &
-    server_pid=$!
+    case $mode in
+        mcp-noauth | mcp-auth)
+            local args=(--bind "127.0.0.1:$port" --stateless)
+            if [[ $mode == mcp-noauth ]]; then
+                args+=(--insecure-no-auth --store memory)
+            else
+                # One SQLite file for every run: the signing key survives restarts.
+                args+=(--store "sqlite:$work/mcp.db" --insecure-auto-approve)
+            fi
+            : >"$work/mcp.log"
+            taskset -c "$SERVER_CPU" "$@" "$MCP_BIN" "${args[@]}" >>"$work/mcp.log" 2>&1 &
+            server_pid=$!
+            for _ in $(seq 1 600); do
+                grep -q '^listening on' "$work/mcp.log" && break
+                kill -0 "$server_pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            grep -q '^listening on' "$work/mcp.log" || { echo "mcp_server did not start:" >&2; cat "$work/mcp.log" >&2; exit 1; }
+            if [[ $mode == mcp-auth ]]; then
+                # A real sign-in (registration, authorization code with PKCE, token) by the
+                # MCP TypeScript SDK client; it writes the access token it obtained to a file.
+                rm -f "$work/secrets.json"
+                node tests/e2e/mcp-client.mjs --secrets-file "$work/secrets.json" "http://127.0.0.1:$port/mcp" \
+                    >"$work/client.json" 2>>"$work/client.log" || { echo "sign-in failed:" >&2; cat "$work/client.json" "$work/client.log" >&2; exit 1; }
+                TOKEN[$mode]=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1])).accessToken)' "$work/secrets.json")
+            fi
+            ;;
+        *)
+            taskset -c "$SERVER_CPU" "$@" "$BIN" --mode "$mode" --bind "127.0.0.1:$port" \
+                --exit-after $((DURATION + WARMUP + INSTR_DURATION + 120)) 2>>"$work/server.log" &
+            server_pid=$!
+            ;;
+    esac
     local code=
     for _ in $(seq 1 600); do
         code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer ${TOKEN[$mode]}" \
-            -H 'Content-Type: application/json' -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' \
+            -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+            -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' \
             "http://127.0.0.1:$port/mcp" 2>/dev/null) || true
         [[ $code == 200 ]] && return 0
         kill -0 "$server_pid" 2>/dev/null || break
@@ -172,6 +213,12 @@ if ((failed)); then
     echo "some runs had non-2xx answers or socket errors: the figures above are not valid" >&2
     exit 1
 fi
-echo "ratios: stack_rs256_vs_bare=$(ratio stack-rs256 bare) stack_es256_vs_bare=$(ratio stack-es256 bare)" \
-    "stack_eddsa_vs_bare=$(ratio stack-eddsa bare) jwt_authorizer_vs_bare07=$(ratio jwt-authorizer bare07)" \
-    "rs256_vs_jwt_authorizer=$(ratio stack-rs256 jwt-authorizer) bare07_vs_bare=$(ratio bare07 bare)"
+# The smallest of several ratios ("n/a" when none was measured).
+least() { tr ' ' '\n' | grep -v '^n/a$' | grep -v '^$' | sort -g | head -1 | grep . || echo n/a; }
+echo "per algorithm: cached_vs_bare rs256=$(ratio cached-rs256 bare) es256=$(ratio cached-es256 bare)" \
+    "eddsa=$(ratio cached-eddsa bare); uncached_vs_raw rs256=$(ratio uncached-rs256 raw-rs256)" \
+    "es256=$(ratio uncached-es256 raw-es256) eddsa=$(ratio uncached-eddsa raw-eddsa);" \
+    "jwt_authorizer_vs_bare07=$(ratio jwt-authorizer bare07) bare07_vs_bare=$(ratio bare07 bare)"
+echo "ratios: cached_vs_bare=$(echo "$(ratio cached-rs256 bare) $(ratio cached-es256 bare) $(ratio cached-eddsa bare)" | least)" \
+    "uncached_vs_raw=$(echo "$(ratio uncached-rs256 raw-rs256) $(ratio uncached-es256 raw-es256) $(ratio uncached-eddsa raw-eddsa)" | least)" \
+    "rs256_vs_jwt_authorizer=$(ratio uncached-rs256 jwt-authorizer) mcp_auth_vs_noauth=$(ratio mcp-auth mcp-noauth)"

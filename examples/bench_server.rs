@@ -4,9 +4,14 @@
 //!
 //! - `bare`: nothing (axum 0.8); the request still carries its `Authorization` header, which
 //!   the handler ignores;
-//! - `stack-rs256`, `stack-es256`, `stack-eddsa`: BearerAuthLayer → ClaimsExtractLayer with a
-//!   `JwtVerifier` on a static key (tests/fixtures/keys) → ScopeGuardLayer requiring `mcp:read`
-//!   (axum 0.8);
+//! - `cached-rs256`, `cached-es256`, `cached-eddsa`: BearerAuthLayer → ClaimsExtractLayer with a
+//!   `JwtVerifier` on a static key (tests/fixtures/keys), its token cache on (the default) →
+//!   ScopeGuardLayer requiring `mcp:read` (axum 0.8);
+//! - `uncached-rs256`, `uncached-es256`, `uncached-eddsa`: the same with
+//!   `ClaimsExtractLayer::without_cache()`: every request verifies the signature;
+//! - `raw-rs256`, `raw-es256`, `raw-eddsa`: what a hand-written layer does: a tower service
+//!   that reads the header and calls `jsonwebtoken::decode` into a typed claims struct (iss,
+//!   aud, exp, 30 s leeway), then checks the scope (axum 0.8);
 //! - `jwt-authorizer`: the `jwt-authorizer` crate with the RS256 public key, validating iss,
 //!   aud and exp (axum 0.7, which it is built on);
 //! - `bare07`: `bare` on axum 0.7, the baseline for `jwt-authorizer`.
@@ -39,9 +44,15 @@ const REPLY: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     Bare,
-    StackRs256,
-    StackEs256,
-    StackEddsa,
+    CachedRs256,
+    CachedEs256,
+    CachedEddsa,
+    UncachedRs256,
+    UncachedEs256,
+    UncachedEddsa,
+    RawRs256,
+    RawEs256,
+    RawEddsa,
     JwtAuthorizer,
     Bare07,
 }
@@ -51,10 +62,18 @@ impl Mode {
     /// request is the same size as for `stack-rs256` and `jwt-authorizer`).
     fn key(self) -> (&'static str, Algorithm, jsonwebtoken::Algorithm) {
         match self {
-            Mode::StackEs256 => ("es256", Algorithm::ES256, jsonwebtoken::Algorithm::ES256),
-            Mode::StackEddsa => ("ed25519", Algorithm::EdDSA, jsonwebtoken::Algorithm::EdDSA),
+            Mode::CachedEs256 | Mode::UncachedEs256 | Mode::RawEs256 => {
+                ("es256", Algorithm::ES256, jsonwebtoken::Algorithm::ES256)
+            }
+            Mode::CachedEddsa | Mode::UncachedEddsa | Mode::RawEddsa => {
+                ("ed25519", Algorithm::EdDSA, jsonwebtoken::Algorithm::EdDSA)
+            }
             _ => ("rs256-a", Algorithm::RS256, jsonwebtoken::Algorithm::RS256),
         }
+    }
+
+    fn cached(self) -> bool {
+        matches!(self, Mode::CachedRs256 | Mode::CachedEs256 | Mode::CachedEddsa)
     }
 }
 
@@ -126,13 +145,109 @@ fn stack_router(mode: Mode) -> Result<axum::Router, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let policy = ScopePolicy::require(Requirement::all(["mcp:read"])).map_err(|e| e.to_string())?;
+    let claims = ClaimsExtractLayer::new(verifier, resource.clone());
+    let claims = if mode.cached() { claims } else { claims.without_cache() };
     let layers = ServiceBuilder::new()
         .layer(BearerAuthLayer::new(resource.clone()))
-        .layer(ClaimsExtractLayer::new(verifier, resource.clone()))
+        .layer(claims)
         .layer(ScopeGuardLayer::new(policy, resource))
         // The guard hands on its own body type; axum routes take `axum::body::Body`.
         .map_request(|req: http::Request<_>| req.map(axum::body::Body::new));
     Ok(axum::Router::new().route("/mcp", axum::routing::post(reply)).layer(layers))
+}
+
+/// The hand-written baseline: the shortest correct layer on `jsonwebtoken`.
+mod raw {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use futures_util::future::{Either, Ready, ready};
+    use jsonwebtoken::{DecodingKey, Validation};
+    use serde::Deserialize;
+
+    use super::{ISSUER, Mode, RESOURCE, read, reply};
+
+    #[derive(Deserialize, Clone)]
+    #[allow(dead_code)]
+    pub struct Claims {
+        pub sub: String,
+        #[serde(default)]
+        pub client_id: Option<String>,
+        #[serde(default)]
+        pub scope: String,
+    }
+
+    #[derive(Clone)]
+    pub struct JwtLayer {
+        key: Arc<DecodingKey>,
+        validation: Arc<Validation>,
+    }
+
+    #[derive(Clone)]
+    pub struct Jwt<S> {
+        inner: S,
+        layer: JwtLayer,
+    }
+
+    impl<S> tower::Layer<S> for JwtLayer {
+        type Service = Jwt<S>;
+        fn layer(&self, inner: S) -> Jwt<S> {
+            Jwt { inner, layer: self.clone() }
+        }
+    }
+
+    impl<S> tower::Service<http::Request<axum::body::Body>> for Jwt<S>
+    where
+        S: tower::Service<http::Request<axum::body::Body>, Response = axum::response::Response, Error = Infallible>,
+    {
+        type Response = axum::response::Response;
+        type Error = Infallible;
+        type Future = Either<S::Future, Ready<Result<axum::response::Response, Infallible>>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, mut req: http::Request<axum::body::Body>) -> Self::Future {
+            let token = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            let claims = token.and_then(|t| {
+                jsonwebtoken::decode::<Claims>(t, &self.layer.key, &self.layer.validation).ok().map(|d| d.claims)
+            });
+            match claims {
+                Some(c) if c.scope.split(' ').any(|s| s == "mcp:read") => {
+                    req.extensions_mut().insert(c);
+                    Either::Left(self.inner.call(req))
+                }
+                _ => {
+                    let mut res = axum::response::Response::new(axum::body::Body::empty());
+                    *res.status_mut() = http::StatusCode::UNAUTHORIZED;
+                    Either::Right(ready(Ok(res)))
+                }
+            }
+        }
+    }
+
+    pub fn router(mode: Mode) -> Result<axum::Router, String> {
+        let (file, _, alg) = mode.key();
+        let pem = read(&format!("{file}.pub.pem"))?;
+        let key = match alg {
+            jsonwebtoken::Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
+            jsonwebtoken::Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
+            _ => DecodingKey::from_ed_pem(&pem),
+        }
+        .map_err(|e| format!("{file}.pub.pem: {e}"))?;
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[RESOURCE]);
+        validation.leeway = 30;
+        let layer = JwtLayer { key: Arc::new(key), validation: Arc::new(validation) };
+        Ok(axum::Router::new().route("/mcp", axum::routing::post(reply)).layer(layer))
+    }
 }
 
 async fn jwt_authorizer_router() -> Result<axum07::Router, String> {
@@ -159,7 +274,13 @@ async fn serve(mode: Mode, bind: SocketAddr) -> Result<(), String> {
     eprintln!("bench_server: {mode:?} on http://{bind}/mcp");
     let result = match mode {
         Mode::Bare => axum::serve(listener, axum::Router::new().route("/mcp", axum::routing::post(reply))).await,
-        Mode::StackRs256 | Mode::StackEs256 | Mode::StackEddsa => axum::serve(listener, stack_router(mode)?).await,
+        Mode::CachedRs256
+        | Mode::CachedEs256
+        | Mode::CachedEddsa
+        | Mode::UncachedRs256
+        | Mode::UncachedEs256
+        | Mode::UncachedEddsa => axum::serve(listener, stack_router(mode)?).await,
+        Mode::RawRs256 | Mode::RawEs256 | Mode::RawEddsa => axum::serve(listener, raw::router(mode)?).await,
         Mode::Bare07 => {
             axum07::serve(listener, axum07::Router::new().route("/mcp", axum07::routing::post(reply07))).await
         }

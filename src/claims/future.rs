@@ -10,6 +10,17 @@ use crate::error::VerifyError;
 use crate::reject::{Reject, Rejection, RejectionKind, respond};
 use crate::resource::ProtectedResource;
 use crate::token::AccessToken;
+use crate::verify::CachePolicy;
+
+use super::cache::TokenCache;
+
+/// Where a successful verification is cached.
+pub(crate) struct Fill {
+    pub(crate) cache: TokenCache,
+    pub(crate) key: u128,
+    /// Read before verification started, so a key change during it ends the entry.
+    pub(crate) policy: CachePolicy,
+}
 
 pin_project! {
     /// Response future of [`ClaimsExtract`](super::ClaimsExtract).
@@ -32,6 +43,7 @@ pin_project! {
             req: Option<Request<ReqBody>>,
             resource: ProtectedResource,
             reject: R,
+            fill: Option<Fill>,
         },
         Calling { #[pin] future: F },
         Rejected { response: Option<Response<ResBody>> },
@@ -48,8 +60,13 @@ where
         req: Request<ReqBody>,
         resource: ProtectedResource,
         reject: R,
+        fill: Option<Fill>,
     ) -> Self {
-        Self { state: State::Verifying { verify, inner: Some(inner), req: Some(req), resource, reject } }
+        Self { state: State::Verifying { verify, inner: Some(inner), req: Some(req), resource, reject, fill } }
+    }
+
+    pub(crate) fn calling(future: S::Future) -> Self {
+        Self { state: State::Calling { future } }
     }
 
     pub(crate) fn rejected(response: Response<ResBody>) -> Self {
@@ -77,13 +94,16 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Verifying { verify, inner, req, resource, reject } => {
+                StateProj::Verifying { verify, inner, req, resource, reject, fill } => {
                     let result = ready!(verify.poll(cx));
                     let (Some(mut inner), Some(mut req)) = (inner.take(), req.take()) else {
                         return Poll::Pending;
                     };
                     match result {
                         Ok(token) => {
+                            if let Some(fill) = fill.take() {
+                                fill.cache.insert(fill.key, token.verified(), token.expires_at(), &fill.policy);
+                            }
                             req.extensions_mut().insert(token);
                             let future = inner.call(req);
                             this.state.set(State::Calling { future });

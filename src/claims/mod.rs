@@ -45,10 +45,12 @@
 //! # }
 //! ```
 
+mod cache;
 mod future;
 mod layer;
 mod service;
 
+pub use cache::{DEFAULT_CACHE_BYTES, TokenCache};
 pub use future::ResponseFuture;
 pub use layer::ClaimsExtractLayer;
 pub use service::ClaimsExtract;

@@ -3,10 +3,11 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::future::ResponseFuture;
+use super::cache::TokenCache;
+use super::future::{Fill, ResponseFuture};
 use crate::reject::{Reject, Rejection, RejectionKind, respond};
 use crate::resource::ProtectedResource;
-use crate::token::BearerToken;
+use crate::token::{AccessToken, BearerToken};
 use crate::verify::TokenVerifier;
 
 /// Middleware that verifies the bearer token. Built by
@@ -17,11 +18,18 @@ pub struct ClaimsExtract<S, V, R> {
     verifier: V,
     resource: ProtectedResource,
     reject: R,
+    cache: Option<TokenCache>,
 }
 
 impl<S, V, R> ClaimsExtract<S, V, R> {
-    pub(crate) fn new(inner: S, verifier: V, resource: ProtectedResource, reject: R) -> Self {
-        Self { inner, verifier, resource, reject }
+    pub(crate) fn new(
+        inner: S,
+        verifier: V,
+        resource: ProtectedResource,
+        reject: R,
+        cache: Option<TokenCache>,
+    ) -> Self {
+        Self { inner, verifier, resource, reject, cache }
     }
 
     /// The wrapped service.
@@ -50,10 +58,22 @@ where
                 Rejection::new(RejectionKind::MissingToken, Some(self.resource.missing_token_challenge().clone()));
             return ResponseFuture::rejected(respond(&self.reject, &rejection));
         };
+        let mut fill = None;
+        if let Some(cache) = &self.cache
+            && let Some(policy) = self.verifier.cache_policy()
+        {
+            let key = cache.key(token.as_bytes());
+            if let Some(verified) = cache.get(key, &policy) {
+                // Verified before: the service polled ready is called at once, no clone.
+                req.extensions_mut().insert(AccessToken::from_verified(verified, token));
+                return ResponseFuture::calling(self.inner.call(req));
+            }
+            fill = Some(Fill { cache: cache.clone(), key, policy });
+        }
         let verify = self.verifier.verify(&token);
         // The clone may not be ready; swap so the service that was polled ready is the one called.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::verifying(verify, inner, req, self.resource.clone(), self.reject.clone())
+        ResponseFuture::verifying(verify, inner, req, self.resource.clone(), self.reject.clone(), fill)
     }
 }

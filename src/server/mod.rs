@@ -130,6 +130,10 @@ pub(crate) struct Core {
     pub(crate) registration: bool,
     pub(crate) auto_approve: bool,
     pub(crate) revocation_check: bool,
+    /// With the revocation check: how long a verdict may be reused from a token cache.
+    pub(crate) revocation_check_interval: Duration,
+    /// Bumped by every revocation this instance makes (ends cached verdicts at once).
+    pub(crate) revocations: std::sync::atomic::AtomicU64,
     pub(crate) clock: SharedClock,
     pub(crate) store_timeout: Duration,
     pub(crate) register_limit: Limiter,
@@ -298,6 +302,7 @@ pub struct AuthorizationServerBuilder {
     registration: bool,
     auto_approve: bool,
     revocation_check: bool,
+    revocation_check_interval: Duration,
     clock: Option<SharedClock>,
     store_timeout: Duration,
     insecure_http: bool,
@@ -432,6 +437,7 @@ impl AuthorizationServer {
             registration: true,
             auto_approve: false,
             revocation_check: false,
+            revocation_check_interval: Duration::ZERO,
             clock: None,
             store_timeout: Duration::from_secs(3),
             insecure_http: false,
@@ -630,6 +636,16 @@ impl AuthorizationServerBuilder {
         self
     }
 
+    /// With the [revocation check](Self::revocation_check): how long a
+    /// [`TokenCache`](crate::claims::TokenCache) may reuse a verdict before the store is read
+    /// again (default zero: every request reads the store). Revocations made by this
+    /// instance end reuse at once; those made by other instances sharing the store are seen
+    /// within this interval.
+    pub fn revocation_check_interval(mut self, interval: Duration) -> Self {
+        self.revocation_check_interval = interval;
+        self
+    }
+
     /// Deadline of each store operation (default 3 s); past it the request gets 503.
     pub fn store_timeout(mut self, d: Duration) -> Self {
         self.store_timeout = d;
@@ -742,6 +758,8 @@ impl AuthorizationServerBuilder {
             registration: self.registration,
             auto_approve: self.auto_approve,
             revocation_check: self.revocation_check,
+            revocation_check_interval: self.revocation_check_interval,
+            revocations: std::sync::atomic::AtomicU64::new(0),
             clock,
             store_timeout: self.store_timeout,
             register_limit: per_minute(self.register_per_minute),

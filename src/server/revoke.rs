@@ -51,6 +51,7 @@ async fn revoke_access_token(core: &Core, client_id: &str, token: &str) -> Resul
     };
     let left = u64::try_from(exp.saturating_sub(core.now())).unwrap_or(0);
     core.store(core.store.put(REVOKED_JTI, jti, vec![1], Some(std::time::Duration::from_secs(left + 60)))).await?;
+    core.revocations.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     Ok(())
 }
 

@@ -249,6 +249,7 @@ pub(crate) async fn revoke_grant(core: &Core, grant_id: &str) -> Result<(), Stor
     if !grant.revoked {
         grant.revoked = true;
         core.store(core.store.put(GRANTS, grant_id, encode(&grant), Some(core.lifetimes.refresh_token))).await?;
+        core.revocations.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
     if let Some(sealed) = core.store(core.store.take(UPSTREAM_TOKENS, grant_id)).await?
         && let Ok(plain) = core.enc.open(&sealed, &super::verifier::upstream_aad(grant_id))

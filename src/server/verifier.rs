@@ -84,6 +84,23 @@ async fn revoked(core: &Core, token: &AccessToken) -> Result<bool, VerifyError> 
 impl TokenVerifier for IssuedTokenVerifier {
     type Future = BoxVerifyFuture;
 
+    /// Without the revocation check, the JWT's terms (reuse until `exp`, ended by a key
+    /// change). With it, reuse only within
+    /// [`revocation_check_interval`](super::AuthorizationServerBuilder::revocation_check_interval)
+    /// (default: none), ended at once by a revocation made here.
+    fn cache_policy(&self) -> Option<crate::verify::CachePolicy> {
+        let policy = self.jwt.cache_policy()?;
+        if !self.core.revocation_check {
+            return Some(policy);
+        }
+        let interval = self.core.revocation_check_interval;
+        if interval.is_zero() {
+            return None;
+        }
+        let revocations = self.core.revocations.load(std::sync::atomic::Ordering::Acquire);
+        Some(crate::verify::CachePolicy::new(policy.epoch().wrapping_add(revocations), policy.now()).max_age(interval))
+    }
+
     fn verify(&self, token: &BearerToken) -> BoxVerifyFuture {
         let fut = self.jwt.verify(token);
         if self.core.key_sync.is_none() && !self.core.revocation_check {

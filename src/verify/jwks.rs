@@ -83,6 +83,8 @@ pub(crate) struct RemoteKeys {
     snapshot: ArcSwap<Snapshot>,
     /// Monotonic nanoseconds of the last fetch attempt, `u64::MAX` if none.
     last_attempt: AtomicU64,
+    /// Bumped after a refresh that dropped or changed a key.
+    epoch: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -108,8 +110,14 @@ impl RemoteKeys {
             allowed,
             snapshot: ArcSwap::from_pointee(Snapshot { keys: KeySet::default(), generation: 0, expires_at: None }),
             last_attempt: AtomicU64::new(u64::MAX),
+            epoch: AtomicU64::new(0),
             state: Mutex::new(State { last_failure: None, discovered: None }),
         }
+    }
+
+    /// Changes whenever a refresh dropped or changed a key.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     pub(crate) fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
@@ -193,11 +201,16 @@ impl RemoteKeys {
             Ok((keys, ttl)) => {
                 state.last_failure = None;
                 tracing::debug!(source = ?self.source, keys = keys.len(), ?ttl, "JWKS refreshed");
+                let lost = !keys.holds_all(&current.keys);
                 self.snapshot.store(Arc::new(Snapshot {
                     keys,
                     generation: current.generation + 1,
                     expires_at: Some(self.clock.monotonic() + ttl),
                 }));
+                // After the store (see SharedKeySet::replace).
+                if lost {
+                    self.epoch.fetch_add(1, Ordering::AcqRel);
+                }
             }
             Err(why) => {
                 state.last_failure = Some(self.clock.monotonic());

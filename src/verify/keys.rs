@@ -31,6 +31,8 @@ pub(crate) struct VerifyingKey {
     pub(crate) kid: Option<Box<str>>,
     pub(crate) alg: Algorithm,
     key: Material,
+    /// SHA-256 of the key material: tells a replaced key from the one it replaces.
+    fingerprint: [u8; 32],
 }
 
 /// The key in the form verification uses.
@@ -45,7 +47,7 @@ enum Material {
 
 impl VerifyingKey {
     fn new(kid: Option<Box<str>>, alg: Algorithm, key: DecodingKey) -> Self {
-        Self { kid, alg, key: Material::Decoding(key) }
+        Self { kid, alg, key: Material::Decoding(key), fingerprint: [0; 32] }
     }
 
     /// Parses an asymmetric key once, where the backend allows it. `raw` is (n, e) for RSA,
@@ -72,7 +74,7 @@ impl VerifyingKey {
             _ => None,
         };
         match parsed {
-            Some(p) => Self { kid, alg, key: Material::Parsed(std::sync::Arc::new(p)) },
+            Some(p) => Self { kid, alg, key: Material::Parsed(std::sync::Arc::new(p)), fingerprint: [0; 32] },
             None => Self::new(kid, alg, fallback),
         }
     }
@@ -285,6 +287,15 @@ impl KeySet {
         self.keys.iter().filter_map(|k| k.kid.as_deref())
     }
 
+    /// Whether every key of `old` is still here, unchanged (same `kid`, algorithm and
+    /// material). When not, tokens verified with `old` may no longer verify.
+    pub(crate) fn holds_all(&self, old: &KeySet) -> bool {
+        old.keys
+            .iter()
+            .all(|o| self.keys.iter().any(|k| k.kid == o.kid && k.alg == o.alg && k.fingerprint == o.fingerprint))
+            && old.ambiguous_kids.iter().all(|a| self.ambiguous_kids.contains(a))
+    }
+
     pub(crate) fn algorithms(&self) -> impl Iterator<Item = Algorithm> + '_ {
         self.keys.iter().map(|k| k.alg)
     }
@@ -328,27 +339,47 @@ impl KeySet {
 /// A key set that can be replaced while verifiers use it (key rotation without rebuilding
 /// verifiers). Cloning shares the same set.
 #[derive(Clone)]
-pub struct SharedKeySet(std::sync::Arc<arc_swap::ArcSwap<KeySet>>);
+pub struct SharedKeySet(std::sync::Arc<SharedInner>);
+
+struct SharedInner {
+    keys: arc_swap::ArcSwap<KeySet>,
+    /// Bumped whenever a replacement drops or changes a key (see [`KeySet::holds_all`]).
+    epoch: std::sync::atomic::AtomicU64,
+}
 
 impl SharedKeySet {
     /// Shares `keys`.
     pub fn new(keys: KeySet) -> Self {
-        Self(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(keys)))
+        Self(std::sync::Arc::new(SharedInner {
+            keys: arc_swap::ArcSwap::from_pointee(keys),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        }))
     }
 
-    /// Replaces the keys for every verifier that uses this set.
+    /// Replaces the keys for every verifier that uses this set. Tokens verified with a key
+    /// that is gone (or changed) are dropped from every [`TokenCache`](crate::claims::TokenCache).
     pub fn replace(&self, keys: KeySet) {
-        self.0.store(std::sync::Arc::new(keys));
+        let old = self.0.keys.swap(std::sync::Arc::new(keys));
+        // After the swap: a verification that read the previous epoch may have used an old
+        // key, and its cache entry must not outlive this change.
+        if !self.0.keys.load().holds_all(&old) {
+            self.0.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 
     pub(crate) fn load(&self) -> arc_swap::Guard<std::sync::Arc<KeySet>> {
-        self.0.load()
+        self.0.keys.load()
+    }
+
+    /// Changes whenever a key was dropped or replaced.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.0.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
 impl fmt::Debug for SharedKeySet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self.0.load(), f)
+        fmt::Debug::fmt(&**self.0.keys.load(), f)
     }
 }
 
@@ -490,6 +521,35 @@ enum Public {
 
 impl Public {
     fn into_key(self, kid: Option<Box<str>>, alg: Algorithm) -> VerifyingKey {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        match &self {
+            Public::Rsa { n, e } => {
+                h.update(b"rsa");
+                h.update((n.len() as u64).to_be_bytes());
+                h.update(n);
+                h.update(e);
+            }
+            Public::Point(p) => {
+                h.update(b"ec");
+                h.update(p);
+            }
+            Public::Ed25519(x) => {
+                h.update(b"okp");
+                h.update(x);
+            }
+            Public::Secret(k) => {
+                h.update(b"oct");
+                h.update(k);
+            }
+        }
+        let fingerprint: [u8; 32] = h.finalize().into();
+        let mut key = self.into_unfingerprinted_key(kid, alg);
+        key.fingerprint = fingerprint;
+        key
+    }
+
+    fn into_unfingerprinted_key(self, kid: Option<Box<str>>, alg: Algorithm) -> VerifyingKey {
         match self {
             Public::Rsa { n, e } => {
                 let fallback = DecodingKey::from_rsa_raw_components(&n, &e);

@@ -50,6 +50,60 @@ pub trait TokenVerifier: Send + Sync + 'static {
     /// Verifies `token`: `Ok` with the verified token, `Err` with
     /// [`VerifyError::invalid_token`] (401) or [`VerifyError::unavailable`] (503).
     fn verify(&self, token: &BearerToken) -> Self::Future;
+
+    /// Whether [`ClaimsExtractLayer`](crate::ClaimsExtractLayer)'s
+    /// [`TokenCache`](crate::claims::TokenCache) may answer for this verifier right now, and
+    /// on what terms. Called once per request, so keep it to a few atomic loads.
+    ///
+    /// `None` (the default) means every request is verified: the right answer for verifiers
+    /// whose verdict can change before the token expires for reasons the verifier cannot
+    /// announce (a revocation list read on every call, an external policy).
+    fn cache_policy(&self) -> Option<CachePolicy> {
+        None
+    }
+}
+
+/// Terms on which a [`TokenCache`](crate::claims::TokenCache) reuses a verifier's earlier
+/// verdict: a token verified under one `epoch` is answered from the cache until its `exp`
+/// (and, with [`max_age`](Self::max_age), no longer than that after it was verified), as
+/// long as the verifier still reports the same epoch.
+///
+/// A verifier changes its epoch whenever a verdict given earlier may no longer hold: a key
+/// dropped from a JWKS, a key replaced, a token revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    epoch: u64,
+    now: i64,
+    max_age: Option<i64>,
+}
+
+impl CachePolicy {
+    /// Reuse verdicts given under `epoch`; `now` is the verifier's clock (seconds since the
+    /// Unix epoch), against which `exp` is checked.
+    pub fn new(epoch: u64, now: i64) -> Self {
+        Self { epoch, now, max_age: None }
+    }
+
+    /// Reuse a verdict for at most `age` after it was given.
+    pub fn max_age(mut self, age: std::time::Duration) -> Self {
+        self.max_age = Some(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// The epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The verifier's current time.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// The longest reuse, in seconds, if bounded.
+    pub fn max_age_secs(&self) -> Option<i64> {
+        self.max_age
+    }
 }
 
 /// A boxed verification future, for verifiers written as async functions.
