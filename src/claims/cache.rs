@@ -78,10 +78,10 @@ impl TokenCache {
     pub(crate) fn new(capacity: u64) -> Self {
         let mut secret = [0u8; 192];
         // Without OS randomness the keys would be predictable: better no cache entry at all
-        // than a guessable one, so a failure leaves the secret zeroed and `enabled` false.
-        let seeded = getrandom::fill(&mut secret).is_ok();
-        let entries = quick_cache::sync::Cache::with_weighter(1024, if seeded { capacity } else { 0 }, Weigh);
-        Self(Arc::new(Inner { entries, secret, capacity: if seeded { capacity } else { 0 } }))
+        // than a guessable one, so a failure leaves a cache of zero capacity (nothing is kept).
+        let capacity = if getrandom::fill(&mut secret).is_ok() { capacity } else { 0 };
+        let entries = quick_cache::sync::Cache::with_weighter(1024, capacity, Weigh);
+        Self(Arc::new(Inner { entries, secret, capacity }))
     }
 
     pub(crate) fn key(&self, token: &[u8]) -> u128 {
