@@ -6,6 +6,7 @@
 #   ROUNDS=5 DURATION=10 bash benches/load.sh
 #   MODES="bare stack-rs256" bash benches/load.sh
 #   INSTR=1 bash benches/load.sh                 # also instructions/request (callgrind)
+#   INSTR=1 PROFILES=/some/dir bash benches/load.sh   # and keep the callgrind profiles there
 #
 # Server pinned to CPU 0, wrk to CPU 1. Everything is bounded: each server exits by itself
 # (--exit-after), each wrk run lasts DURATION seconds, and only 127.0.0.1 is ever contacted.
@@ -22,6 +23,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 INSTR=${INSTR:-0}
 INSTR_DURATION=${INSTR_DURATION:-10}
+PROFILES=${PROFILES:-}
 
 cd "$(dirname "$0")/.."
 
@@ -203,6 +205,7 @@ if [[ $INSTR == 1 ]]; then
         requests=$(field requests "$line")
         total=$(grep -h '^totals:\|^summary:' "$out"* | awk '{ s += $2 } END { print s }')
         INS[$mode]=$(awk -v t="$total" -v r="$requests" 'BEGIN { printf "%.0f", t / r }')
+        if [[ -n $PROFILES ]]; then mkdir -p "$PROFILES" && cat "$out"* >"$PROFILES/callgrind.$mode.out"; fi
         printf '%-15s %10s instructions/request  (%s requests)\n' "$mode" "${INS[$mode]}" "$requests"
     done
 fi

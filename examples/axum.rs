@@ -15,12 +15,9 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::routing::get;
 use clap::Parser;
-use tower::ServiceBuilder;
 use tower_mcp_auth::scope_guard::{Requirement, ScopeGuardLayer, ScopePolicy};
 use tower_mcp_auth::verify::Issuer;
-use tower_mcp_auth::{
-    AccessToken, BearerAuthLayer, ClaimsExtractLayer, JwtVerifier, ProtectedResource, ProtectedResourceMetadata,
-};
+use tower_mcp_auth::{AccessToken, ClaimsExtractLayer, JwtVerifier, ProtectedResource, ProtectedResourceMetadata};
 
 #[derive(Parser)]
 struct Args {
@@ -63,11 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Per-route scopes: the guard sits on this route only.
         .route("/admin", get(admin).route_layer(ScopeGuardLayer::new(admin_only, resource.clone())))
         // `route_layer`: unknown paths still get 404, not 401.
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(BearerAuthLayer::new(resource.clone()))
-                .layer(ClaimsExtractLayer::new(verifier, resource.clone())),
-        );
+        .route_layer(ClaimsExtractLayer::new(verifier, resource.clone()));
     for path in resource.metadata_paths() {
         app = app.route_service(path, ProtectedResourceMetadata::new(resource.clone()));
     }

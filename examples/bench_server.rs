@@ -4,9 +4,9 @@
 //!
 //! - `bare`: nothing (axum 0.8); the request still carries its `Authorization` header, which
 //!   the handler ignores;
-//! - `cached-rs256`, `cached-es256`, `cached-eddsa`: BearerAuthLayer → ClaimsExtractLayer with a
-//!   `JwtVerifier` on a static key (tests/fixtures/keys), its token cache on (the default) →
-//!   ScopeGuardLayer requiring `mcp:read` (axum 0.8);
+//! - `cached-rs256`, `cached-es256`, `cached-eddsa`: ClaimsExtractLayer (reading the
+//!   `Authorization` header itself) with a `JwtVerifier` on a static key (tests/fixtures/keys),
+//!   its token cache on (the default) → ScopeGuardLayer requiring `mcp:read` (axum 0.8);
 //! - `uncached-rs256`, `uncached-es256`, `uncached-eddsa`: the same with
 //!   `ClaimsExtractLayer::without_cache()`: every request verifies the signature;
 //! - `raw-rs256`, `raw-es256`, `raw-eddsa`: what a hand-written layer does: a tower service
@@ -15,6 +15,8 @@
 //! - `jwt-authorizer`: the `jwt-authorizer` crate with the RS256 public key, validating iss,
 //!   aud and exp (axum 0.7, which it is built on);
 //! - `bare07`: `bare` on axum 0.7, the baseline for `jwt-authorizer`.
+//!
+//! The `cached-*`, `uncached-*` and `raw-*` layers wrap the whole axum router.
 //!
 //! ```text
 //! bench_server --mode stack-rs256 --bind 127.0.0.1:18080
@@ -33,7 +35,7 @@ use serde_json::json;
 use tower::ServiceBuilder;
 use tower_mcp_auth::scope_guard::{Requirement, ScopeGuardLayer, ScopePolicy};
 use tower_mcp_auth::verify::{Algorithm, Issuer, KeySet};
-use tower_mcp_auth::{BearerAuthLayer, ClaimsExtractLayer, JwtVerifier, ProtectedResource};
+use tower_mcp_auth::{ClaimsExtractLayer, JwtVerifier, ProtectedResource};
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
 const ISSUER: &str = "https://idp.example.com";
@@ -130,7 +132,34 @@ async fn reply() -> ([(http::HeaderName, &'static str); 1], &'static str) {
     ([(http::header::CONTENT_TYPE, "application/json")], REPLY)
 }
 
-fn stack_router(mode: Mode) -> Result<axum::Router, String> {
+/// What `axum::serve` runs: a service answering every request (wrapped in `Shared`).
+trait App:
+    tower::Service<
+        http::Request<axum::body::Body>,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> App for T where
+    T: tower::Service<
+            http::Request<axum::body::Body>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The layers wrap the whole router, as an application protecting everything it serves does
+/// (`Router::layer` would also box and clone the layered service on every request).
+fn stack_router(mode: Mode) -> Result<impl App, String> {
     let (file, alg, _) = mode.key();
     let keys = KeySet::from_pem(&read(&format!("{file}.pub.pem"))?, alg, Some(file)).map_err(|e| e.to_string())?;
     let resource = ProtectedResource::builder(RESOURCE)
@@ -148,12 +177,11 @@ fn stack_router(mode: Mode) -> Result<axum::Router, String> {
     let claims = ClaimsExtractLayer::new(verifier, resource.clone());
     let claims = if mode.cached() { claims } else { claims.without_cache() };
     let layers = ServiceBuilder::new()
-        .layer(BearerAuthLayer::new(resource.clone()))
         .layer(claims)
         .layer(ScopeGuardLayer::new(policy, resource))
         // The guard hands on its own body type; axum routes take `axum::body::Body`.
         .map_request(|req: http::Request<_>| req.map(axum::body::Body::new));
-    Ok(axum::Router::new().route("/mcp", axum::routing::post(reply)).layer(layers))
+    Ok(layers.service(axum::Router::new().route("/mcp", axum::routing::post(reply))))
 }
 
 /// The hand-written baseline: the shortest correct layer on `jsonwebtoken`.
@@ -232,7 +260,7 @@ mod raw {
         }
     }
 
-    pub fn router(mode: Mode) -> Result<axum::Router, String> {
+    pub fn router(mode: Mode) -> Result<Jwt<axum::Router>, String> {
         let (file, _, alg) = mode.key();
         let pem = read(&format!("{file}.pub.pem"))?;
         let key = match alg {
@@ -246,7 +274,7 @@ mod raw {
         validation.set_audience(&[RESOURCE]);
         validation.leeway = 30;
         let layer = JwtLayer { key: Arc::new(key), validation: Arc::new(validation) };
-        Ok(axum::Router::new().route("/mcp", axum::routing::post(reply)).layer(layer))
+        Ok(tower::Layer::layer(&layer, axum::Router::new().route("/mcp", axum::routing::post(reply))))
     }
 }
 
@@ -279,8 +307,10 @@ async fn serve(mode: Mode, bind: SocketAddr) -> Result<(), String> {
         | Mode::CachedEddsa
         | Mode::UncachedRs256
         | Mode::UncachedEs256
-        | Mode::UncachedEddsa => axum::serve(listener, stack_router(mode)?).await,
-        Mode::RawRs256 | Mode::RawEs256 | Mode::RawEddsa => axum::serve(listener, raw::router(mode)?).await,
+        | Mode::UncachedEddsa => axum::serve(listener, tower::make::Shared::new(stack_router(mode)?)).await,
+        Mode::RawRs256 | Mode::RawEs256 | Mode::RawEddsa => {
+            axum::serve(listener, tower::make::Shared::new(raw::router(mode)?)).await
+        }
         Mode::Bare07 => {
             axum07::serve(listener, axum07::Router::new().route("/mcp", axum07::routing::post(reply07))).await
         }

@@ -23,9 +23,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_mcp_auth::verify::Issuer;
-use tower_mcp_auth::{
-    AccessToken, BearerAuthLayer, ClaimsExtractLayer, JwtVerifier, ProtectedResource, ProtectedResourceMetadata,
-};
+use tower_mcp_auth::{AccessToken, ClaimsExtractLayer, JwtVerifier, ProtectedResource, ProtectedResourceMetadata};
 
 #[derive(Parser)]
 struct Args {
@@ -62,10 +60,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The protected endpoint: the layers answer 401/400/503 themselves, `hello` only runs
     // with a verified `AccessToken` in the request extensions.
-    let hello = ServiceBuilder::new()
-        .layer(BearerAuthLayer::new(resource.clone()))
-        .layer(ClaimsExtractLayer::new(verifier, resource.clone()))
-        .service(service_fn(hello));
+    let hello =
+        ServiceBuilder::new().layer(ClaimsExtractLayer::new(verifier, resource.clone())).service(service_fn(hello));
     let metadata = ProtectedResourceMetadata::new(resource.clone());
     let app = service_fn(move |req: Request<Incoming>| {
         let (hello, metadata) = (hello.clone(), metadata.clone());

@@ -1,7 +1,7 @@
 //! A real MCP server (rmcp, streamable HTTP) at `/mcp`, protected by tower-mcp-auth.
 //!
 //! ```text
-//! request ─▶ CORS ─▶ BearerAuthLayer ─▶ ClaimsExtractLayer<JwtVerifier> ─▶ SessionBindingLayer
+//! request ─▶ CORS ─▶ ClaimsExtractLayer<JwtVerifier> ─▶ SessionBindingLayer
 //!         ─▶ ScopeGuardLayer ─▶ rmcp
 //! ```
 //!
@@ -62,9 +62,7 @@ use tower_mcp_auth::store::crypto::EncryptionKeys;
 use tower_mcp_auth::store::{MemoryStore, RedisStore, SqliteStore, Store};
 use tower_mcp_auth::upstream::{DevLogin, OidcUpstream, Upstream};
 use tower_mcp_auth::verify::{Issuer, TokenVerifier};
-use tower_mcp_auth::{
-    AccessToken, BearerAuthLayer, ClaimsExtractLayer, JwtVerifier, ProtectedResource, ProtectedResourceMetadata,
-};
+use tower_mcp_auth::{AccessToken, ClaimsExtractLayer, JwtVerifier, ProtectedResource, ProtectedResourceMetadata};
 use url::Url;
 
 /// Scopes this server knows, and the one offered in 401 challenges.
@@ -414,9 +412,9 @@ async fn run(args: Args) -> Result<(), Failure> {
             let server = server.build().await.map_err(|e| Failure::Usage(format!("authorization server: {e}")))?;
             // The store's Debug form, not --store: a Redis URL may carry a password.
             tracing::info!(issuer = %base, store = ?store, "{label} mode: built-in authorization server");
-            protected(mcp, cors, &resource, server.verifier())?
-                .fallback_service(server.service())
-                .layer(axum::middleware::map_request(peer_addr))
+            // Only the authorization server's endpoints need the client's address.
+            let endpoints = ServiceBuilder::new().map_request(peer_addr).service(server.service());
+            protected(mcp, cors, &resource, server.verifier())?.fallback_service(endpoints)
         }
     };
 
@@ -464,7 +462,7 @@ fn cimd_config(args: &Args) -> Result<CimdConfig, Failure> {
 }
 
 /// The client's address, for the authorization server's per-address rate limits.
-async fn peer_addr(mut req: axum::extract::Request) -> axum::extract::Request {
+fn peer_addr(mut req: axum::extract::Request) -> axum::extract::Request {
     if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
         req.extensions_mut().insert(PeerAddr(addr.ip()));
     }
@@ -488,7 +486,7 @@ where
         .map_err(|e| Failure::Usage(format!("scope policy: {e}")))?;
     let protected = ServiceBuilder::new()
         .layer(cors)
-        .layer(BearerAuthLayer::new(resource.clone()))
+        // Reads the bearer token itself (no BearerAuthLayer needed), with its token cache.
         .layer(ClaimsExtractLayer::new(verifier, resource.clone()))
         .layer(SessionBindingLayer::new())
         .layer(ScopeGuardLayer::new(policy, resource.clone()))

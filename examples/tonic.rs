@@ -19,7 +19,7 @@ use tonic::transport::server::TcpIncoming;
 use tower_mcp_auth::grpc::GrpcReject;
 use tower_mcp_auth::scope_guard::{Requirement, ScopeGuardLayer, ScopePolicy};
 use tower_mcp_auth::verify::Issuer;
-use tower_mcp_auth::{BearerAuthLayer, ClaimsExtractLayer, JwtVerifier, ProtectedResource};
+use tower_mcp_auth::{ClaimsExtractLayer, JwtVerifier, ProtectedResource};
 
 #[derive(Parser)]
 struct Args {
@@ -60,7 +60,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("listening on http://{addr}");
     Server::builder()
-        .layer(BearerAuthLayer::new(resource.clone()).reject_with(GrpcReject))
         .layer(ClaimsExtractLayer::new(verifier, resource.clone()).reject_with(GrpcReject))
         .layer(ScopeGuardLayer::new(policy, resource).reject_with(GrpcReject))
         .add_service(health)

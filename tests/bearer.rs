@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
-use support::stack::{METADATA_URL, Svc, open_policy, post, send, stack};
+use support::stack::{Layers, METADATA_URL, Svc, open_policy, post, send, stack_with};
 use support::{ISSUER, RESOURCE, TestKey, claims, with};
 use tower_mcp_auth::challenge;
 use tower_mcp_auth::verify::{Issuer, KeySet, verifier_fn};
@@ -28,10 +28,10 @@ fn verifier(key: &TestKey) -> JwtVerifier {
         .unwrap()
 }
 
-fn setup() -> (Svc, String, Arc<std::sync::Mutex<Vec<support::stack::Seen>>>) {
+fn setup(layers: Layers) -> (Svc, String, Arc<std::sync::Mutex<Vec<support::stack::Seen>>>) {
     let key = TestKey::rs256_a();
     let token = key.token(&claims(ISSUER, RESOURCE));
-    let (svc, seen) = stack(verifier(&key), open_policy());
+    let (svc, seen) = stack_with(layers, verifier(&key), open_policy());
     (svc, token, seen)
 }
 
@@ -43,18 +43,16 @@ fn req_with(auth: &[&[u8]]) -> Request<Full<Bytes>> {
     r
 }
 
-#[tokio::test]
-async fn a01_no_authorization_is_401_without_error() {
-    let (svc, _, seen) = setup();
+async fn case_a01_no_authorization_is_401_without_error(layers: Layers) {
+    let (svc, _, seen) = setup(layers);
     let res = send(&svc, post(None, "{}")).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert_eq!(res.www_authenticate(), MISSING);
     assert!(seen.lock().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a02_other_scheme_is_401_without_error() {
-    let (svc, _, _) = setup();
+async fn case_a02_other_scheme_is_401_without_error(layers: Layers) {
+    let (svc, _, _) = setup(layers);
     for v in [&b"Basic dXNlcjpw"[..], b"Negotiate abc", b"Bearerx abc", b"garbage"] {
         let res = send(&svc, req_with(&[v])).await;
         assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{v:?}");
@@ -62,9 +60,8 @@ async fn a02_other_scheme_is_401_without_error() {
     }
 }
 
-#[tokio::test]
-async fn a03_scheme_is_case_insensitive() {
-    let (svc, token, seen) = setup();
+async fn case_a03_scheme_is_case_insensitive(layers: Layers) {
+    let (svc, token, seen) = setup(layers);
     for scheme in ["bearer", "BEARER", "bEaReR", "Bearer"] {
         let res = send(&svc, req_with(&[format!("{scheme} {token}").as_bytes()])).await;
         assert_eq!(res.status, StatusCode::OK, "{scheme}");
@@ -72,9 +69,8 @@ async fn a03_scheme_is_case_insensitive() {
     assert_eq!(seen.lock().unwrap().len(), 4);
 }
 
-#[tokio::test]
-async fn a04_empty_token_is_400_invalid_request() {
-    let (svc, _, seen) = setup();
+async fn case_a04_empty_token_is_400_invalid_request(layers: Layers) {
+    let (svc, _, seen) = setup(layers);
     for v in [&b"Bearer"[..], b"Bearer ", b"bearer   "] {
         let res = send(&svc, req_with(&[v])).await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{v:?}");
@@ -83,9 +79,8 @@ async fn a04_empty_token_is_400_invalid_request() {
     assert!(seen.lock().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a05_non_token68_is_400_and_never_echoed() {
-    let (svc, _, _) = setup();
+async fn case_a05_non_token68_is_400_and_never_echoed(layers: Layers) {
+    let (svc, _, _) = setup(layers);
     for v in [
         "Bearer a b",
         "Bearer a,b",
@@ -104,9 +99,8 @@ async fn a05_non_token68_is_400_and_never_echoed() {
 }
 
 // A06: the grammar is `Bearer 1*SP token68`: tab and NBSP are refused, several spaces accepted.
-#[tokio::test]
-async fn a06_separators() {
-    let (svc, token, _) = setup();
+async fn case_a06_separators(layers: Layers) {
+    let (svc, token, _) = setup(layers);
     let tab = format!("Bearer\t{token}");
     let nbsp = [&b"Bearer\xc2\xa0"[..], token.as_bytes()].concat();
     let two = format!("Bearer  {token}");
@@ -115,9 +109,8 @@ async fn a06_separators() {
     assert_eq!(send(&svc, req_with(&[two.as_bytes()])).await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn a07_two_authorization_headers_are_400() {
-    let (svc, token, seen) = setup();
+async fn case_a07_two_authorization_headers_are_400(layers: Layers) {
+    let (svc, token, seen) = setup(layers);
     let other = TestKey::rs256_a().token(&with(claims(ISSUER, RESOURCE), json!({"sub": "user-2"})));
     let valid = format!("Bearer {token}");
     for pair in
@@ -130,9 +123,8 @@ async fn a07_two_authorization_headers_are_400() {
     assert!(seen.lock().unwrap().is_empty(), "never first-wins");
 }
 
-#[tokio::test]
-async fn a08_query_token_is_ignored() {
-    let (svc, token, seen) = setup();
+async fn case_a08_query_token_is_ignored(layers: Layers) {
+    let (svc, token, seen) = setup(layers);
     let (logs, _guard) = support::logs::capture();
     let req = Request::post(format!("/mcp?access_token={token}")).body(Full::new(Bytes::new())).unwrap();
     let res = send(&svc, req).await;
@@ -142,9 +134,8 @@ async fn a08_query_token_is_ignored() {
     assert!(!logs.text().contains(&token));
 }
 
-#[tokio::test]
-async fn a09_form_token_is_ignored() {
-    let (svc, token, seen) = setup();
+async fn case_a09_form_token_is_ignored(layers: Layers) {
+    let (svc, token, seen) = setup(layers);
     let req = Request::post("/mcp")
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(format!("access_token={token}"))))
@@ -155,9 +146,8 @@ async fn a09_form_token_is_ignored() {
     assert!(seen.lock().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a10_obs_text_is_400_without_panic() {
-    let (svc, _, _) = setup();
+async fn case_a10_obs_text_is_400_without_panic(layers: Layers) {
+    let (svc, _, _) = setup(layers);
     for v in [&b"Bearer \x80\xff\xfe"[..], b"Bearer abc\xff", b"Bearer \xc3\xa9t\xc3\xa9"] {
         assert_eq!(send(&svc, req_with(&[v])).await.status, StatusCode::BAD_REQUEST);
     }
@@ -176,10 +166,9 @@ fn counting() -> (impl tower_mcp_auth::verify::TokenVerifier + Clone, Arc<Atomic
     (v, calls)
 }
 
-#[tokio::test]
-async fn a11_a12_oversized_tokens_rejected_before_any_work() {
+async fn case_a11_a12_oversized_tokens_rejected_before_any_work(layers: Layers) {
     let (v, calls) = counting();
-    let (svc, _) = stack(v, open_policy());
+    let (svc, _) = stack_with(layers, v, open_policy());
     let big = format!("Bearer {}", "a".repeat(64 * 1024));
     assert_eq!(send(&svc, req_with(&[big.as_bytes()])).await.status, StatusCode::BAD_REQUEST);
     let dots = format!("Bearer {}", ".".repeat(1024 * 1024));
@@ -188,10 +177,9 @@ async fn a11_a12_oversized_tokens_rejected_before_any_work() {
 }
 
 // B26 boundary at the layer: 8 KiB is accepted for verification, 8 KiB + 1 is not.
-#[tokio::test]
-async fn b26_size_cap_boundary() {
+async fn case_b26_size_cap_boundary(layers: Layers) {
     let (v, calls) = counting();
-    let (svc, _) = stack(v, open_policy());
+    let (svc, _) = stack_with(layers, v, open_policy());
     let at_cap = format!("Bearer {}", "a".repeat(8 * 1024));
     let over = format!("Bearer {}", "a".repeat(8 * 1024 + 1));
     assert_eq!(send(&svc, req_with(&[at_cap.as_bytes()])).await.status, StatusCode::UNAUTHORIZED);
@@ -201,9 +189,8 @@ async fn b26_size_cap_boundary() {
 }
 
 // A13: every challenge has each parameter at most once, with values from a fixed vocabulary.
-#[tokio::test]
-async fn a13_challenges_are_well_formed_and_fixed() {
-    let (svc, token, _) = setup();
+async fn case_a13_challenges_are_well_formed_and_fixed(layers: Layers) {
+    let (svc, token, _) = setup(layers);
     let hostile = [
         String::new(),
         "Bearer".into(),
@@ -236,9 +223,8 @@ async fn a13_challenges_are_well_formed_and_fixed() {
     }
 }
 
-#[tokio::test]
-async fn a14_host_headers_never_change_the_challenge() {
-    let (svc, _, _) = setup();
+async fn case_a14_host_headers_never_change_the_challenge(layers: Layers) {
+    let (svc, _, _) = setup(layers);
     let mut req = post(None, "{}");
     let h = req.headers_mut();
     h.insert("host", HeaderValue::from_static("evil.example"));
@@ -249,9 +235,8 @@ async fn a14_host_headers_never_change_the_challenge() {
     assert_eq!(res.www_authenticate(), MISSING);
 }
 
-#[tokio::test]
-async fn a18_sender_constrained_tokens_and_dpop_scheme() {
-    let (svc, _, _) = setup();
+async fn case_a18_sender_constrained_tokens_and_dpop_scheme(layers: Layers) {
+    let (svc, _, _) = setup(layers);
     let key = TestKey::rs256_a();
     let bound = key
         .token(&with(claims(ISSUER, RESOURCE), json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}})));
@@ -264,9 +249,8 @@ async fn a18_sender_constrained_tokens_and_dpop_scheme() {
     assert_eq!(res.www_authenticate(), MISSING);
 }
 
-#[tokio::test]
-async fn a19_every_method_gets_the_same_outcome() {
-    let (svc, token, _) = setup();
+async fn case_a19_every_method_gets_the_same_outcome(layers: Layers) {
+    let (svc, token, _) = setup(layers);
     for method in [Method::GET, Method::HEAD, Method::DELETE, Method::OPTIONS, Method::PUT, Method::PATCH] {
         let bare = Request::builder().method(method.clone()).uri("/mcp").body(Full::new(Bytes::new())).unwrap();
         let res = send(&svc, bare).await;
@@ -282,9 +266,8 @@ async fn a19_every_method_gets_the_same_outcome() {
     }
 }
 
-#[tokio::test]
-async fn a20_health_check_disguises_do_not_bypass() {
-    let (svc, _, seen) = setup();
+async fn case_a20_health_check_disguises_do_not_bypass(layers: Layers) {
+    let (svc, _, seen) = setup(layers);
     let req = Request::post("/mcp")
         .header("user-agent", "kube-probe/1.29")
         .header("x-forwarded-uri", "/health")
@@ -297,13 +280,53 @@ async fn a20_health_check_disguises_do_not_bypass() {
 }
 
 // SPEC 6 / R-MCP-06: the inner service never receives the client's token.
-#[tokio::test]
-async fn no_token_passthrough_to_the_inner_service() {
-    let (svc, token, seen) = setup();
+async fn case_no_token_passthrough_to_the_inner_service(layers: Layers) {
+    let (svc, token, seen) = setup(layers);
     assert_eq!(send(&svc, post(Some(&token), "{}")).await.status, StatusCode::OK);
     let seen = seen.lock().unwrap();
     assert!(seen[0].headers.get("authorization").is_none());
     let t = seen[0].token.as_ref().unwrap();
     assert_eq!(t.subject(), Some("user-1"));
     assert!(!format!("{t:?}").contains(&token), "Debug never prints the raw token");
+}
+
+/// Every case runs twice: with BearerAuthLayer in front of ClaimsExtractLayer, and with
+/// ClaimsExtractLayer reading the header itself. Both must answer alike.
+macro_rules! both_stacks {
+    ($($name:ident => $case:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn bearer_auth_layer_first() {
+                $case(Layers::BearerFirst).await
+            }
+
+            #[tokio::test]
+            async fn claims_extract_alone() {
+                $case(Layers::ClaimsAlone).await
+            }
+        }
+    )*};
+}
+
+both_stacks! {
+    a01_no_authorization_is_401_without_error => case_a01_no_authorization_is_401_without_error,
+    a02_other_scheme_is_401_without_error => case_a02_other_scheme_is_401_without_error,
+    a03_scheme_is_case_insensitive => case_a03_scheme_is_case_insensitive,
+    a04_empty_token_is_400_invalid_request => case_a04_empty_token_is_400_invalid_request,
+    a05_non_token68_is_400_and_never_echoed => case_a05_non_token68_is_400_and_never_echoed,
+    a06_separators => case_a06_separators,
+    a07_two_authorization_headers_are_400 => case_a07_two_authorization_headers_are_400,
+    a08_query_token_is_ignored => case_a08_query_token_is_ignored,
+    a09_form_token_is_ignored => case_a09_form_token_is_ignored,
+    a10_obs_text_is_400_without_panic => case_a10_obs_text_is_400_without_panic,
+    a11_a12_oversized_tokens_rejected_before_any_work => case_a11_a12_oversized_tokens_rejected_before_any_work,
+    b26_size_cap_boundary => case_b26_size_cap_boundary,
+    a13_challenges_are_well_formed_and_fixed => case_a13_challenges_are_well_formed_and_fixed,
+    a14_host_headers_never_change_the_challenge => case_a14_host_headers_never_change_the_challenge,
+    a18_sender_constrained_tokens_and_dpop_scheme => case_a18_sender_constrained_tokens_and_dpop_scheme,
+    a19_every_method_gets_the_same_outcome => case_a19_every_method_gets_the_same_outcome,
+    a20_health_check_disguises_do_not_bypass => case_a20_health_check_disguises_do_not_bypass,
+    no_token_passthrough_to_the_inner_service => case_no_token_passthrough_to_the_inner_service,
 }

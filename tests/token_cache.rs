@@ -53,12 +53,24 @@ fn stack<V: TokenVerifier + Clone>(
     verifier: V,
     layer: impl FnOnce(ClaimsExtractLayer<Counting<V>>) -> ClaimsExtractLayer<Counting<V>>,
 ) -> Stack {
+    stack_with(true, verifier, layer)
+}
+
+/// [`stack`], with or without BearerAuthLayer in front (without it, ClaimsExtractLayer reads
+/// the header itself).
+fn stack_with<V: TokenVerifier + Clone>(
+    bearer_first: bool,
+    verifier: V,
+    layer: impl FnOnce(ClaimsExtractLayer<Counting<V>>) -> ClaimsExtractLayer<Counting<V>>,
+) -> Stack {
     let calls = Arc::new(AtomicUsize::new(0));
     let resource = support::stack::resource();
     let claims = layer(ClaimsExtractLayer::new(Counting { inner: verifier, calls: calls.clone() }, resource.clone()));
     let cache = claims.token_cache().cloned();
-    let svc = ServiceBuilder::new().layer(BearerAuthLayer::new(resource)).layer(claims).service(service_fn(
+    let bearer = bearer_first.then(|| BearerAuthLayer::new(resource));
+    let svc = ServiceBuilder::new().option_layer(bearer).layer(claims).service(service_fn(
         |req: Request<Full<Bytes>>| async move {
+            assert!(req.headers().get("authorization").is_none(), "the header reached the service");
             let t = req.extensions().get::<AccessToken>().expect("a verified token");
             let body = format!("{}|{}", t.subject().unwrap_or("-"), t.raw_token());
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
@@ -105,6 +117,27 @@ async fn a_token_presented_again_is_verified_once() {
     let cache = s.cache.as_ref().unwrap();
     assert_eq!(cache.len(), 2);
     assert!(cache.weight() > 0 && cache.weight() < 4096, "{}", cache.weight());
+}
+
+/// A05 with the header read by ClaimsExtractLayer itself: the `token68` grammar is checked on
+/// every cache miss, so bytes that differ from a cached token never skip it.
+#[tokio::test]
+async fn a05_without_bearer_auth_layer_every_uncached_token_is_checked_first() {
+    let clock = Arc::new(ManualClock::new(now()));
+    let key = TestKey::rs256_a();
+    let s = stack_with(false, static_verifier(&key, clock), |l| l);
+    let good = token_for(&key, "alice", now() + 600);
+    for _ in 0..3 {
+        assert_eq!(s.send(&good).await, (StatusCode::OK, format!("alice|{good}")));
+    }
+    assert_eq!(s.calls(), 1);
+    for bad in [format!("{good},"), format!("{good}\""), format!("{good} x"), format!("{good}%"), format!("{good}=a")] {
+        let (status, body) = s.send(&bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(!body.contains(&good));
+    }
+    assert_eq!(s.calls(), 1, "a malformed token never reaches the verifier");
+    assert_eq!(s.send(&good).await.0, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -50,3 +50,4 @@ mod service;
 pub use future::ResponseFuture;
 pub use layer::BearerAuthLayer;
 pub use service::{BearerAuth, DEFAULT_MAX_TOKEN_LEN, ParseError, parse_authorization};
+pub(crate) use service::{parse_rejection, take_authorization};

@@ -1,6 +1,7 @@
 use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
+use http::header::Entry;
 use http::{HeaderMap, Request, Response};
 use tower_service::Service;
 
@@ -35,7 +36,36 @@ pub fn parse_authorization(headers: &HeaderMap, max_token_len: usize) -> Result<
     if all.next().is_some() {
         return Err(ParseError::Malformed);
     }
-    let bytes = value.as_bytes();
+    let start = locate(value.as_bytes(), max_token_len)?;
+    if !is_token68(&value.as_bytes()[start..]) {
+        return Err(ParseError::Malformed);
+    }
+    Ok(BearerToken::from_checked_header(value.clone(), start))
+}
+
+/// Takes the one bearer credential out of `headers` (leaves it there when `keep`), with one
+/// lookup and no copy of the header.
+///
+/// Everything of the grammar is checked except that the token is `token68`: the caller does
+/// that (at once in [`BearerAuth`], only when the token is not in the cache in
+/// [`ClaimsExtract`](crate::claims::ClaimsExtract)).
+pub(crate) fn take_authorization(
+    headers: &mut HeaderMap,
+    max_token_len: usize,
+    keep: bool,
+) -> Result<BearerToken, ParseError> {
+    let Entry::Occupied(entry) = headers.entry(AUTHORIZATION) else { return Err(ParseError::Missing) };
+    if entry.iter().nth(1).is_some() {
+        return Err(ParseError::Malformed);
+    }
+    let start = locate(entry.get().as_bytes(), max_token_len)?;
+    let value = if keep { entry.get().clone() } else { entry.remove() };
+    Ok(BearerToken::from_header_unchecked(value, start))
+}
+
+/// `Bearer 1*SP token` with a token of at most `max_token_len` bytes: where the token starts.
+/// The token's characters are not looked at.
+fn locate(bytes: &[u8], max_token_len: usize) -> Result<usize, ParseError> {
     if bytes.len() < SCHEME.len() || !bytes[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
         return Err(ParseError::Missing);
     }
@@ -44,17 +74,31 @@ pub fn parse_authorization(headers: &HeaderMap, max_token_len: usize) -> Result<
         None => Err(ParseError::Malformed),
         Some(b' ') => {
             let start = SCHEME.len() + bytes[SCHEME.len()..].iter().take_while(|b| **b == b' ').count();
-            let token = &bytes[start..];
-            if token.is_empty() || token.len() > max_token_len || !is_token68(token) {
+            let len = bytes.len() - start;
+            if len == 0 || len > max_token_len {
                 return Err(ParseError::Malformed);
             }
-            Ok(BearerToken::from_checked_header(value.clone(), start))
+            Ok(start)
         }
         // Another scheme whose name starts with "bearer" ("Bearerx").
         Some(b) if b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b) => Err(ParseError::Missing),
         // Tab, NBSP or other separators after the scheme.
         Some(_) => Err(ParseError::Malformed),
     }
+}
+
+/// The answer to a request without usable bearer credentials.
+pub(crate) fn parse_rejection(error: ParseError, resource: &ProtectedResource) -> Rejection {
+    let rejection = match error {
+        ParseError::Missing => {
+            Rejection::new(RejectionKind::MissingToken, Some(resource.missing_token_challenge().clone()))
+        }
+        ParseError::Malformed => {
+            Rejection::new(RejectionKind::InvalidRequest, Some(resource.invalid_request_challenge().clone()))
+        }
+    };
+    tracing::debug!(kind = ?rejection.kind(), "request without usable bearer credentials");
+    rejection
 }
 
 /// Middleware that extracts the bearer token. Built by
@@ -99,28 +143,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        match parse_authorization(req.headers(), self.max_token_len) {
+        let parsed = take_authorization(req.headers_mut(), self.max_token_len, self.forward_header)
+            .and_then(|token| if is_token68(token.as_bytes()) { Ok(token) } else { Err(ParseError::Malformed) });
+        match parsed {
             Ok(token) => {
-                if !self.forward_header {
-                    req.headers_mut().remove(AUTHORIZATION);
-                }
                 req.extensions_mut().insert(token);
                 ResponseFuture::inner(self.inner.call(req))
             }
-            Err(e) => {
-                let rejection = match e {
-                    ParseError::Missing => Rejection::new(
-                        RejectionKind::MissingToken,
-                        Some(self.resource.missing_token_challenge().clone()),
-                    ),
-                    ParseError::Malformed => Rejection::new(
-                        RejectionKind::InvalidRequest,
-                        Some(self.resource.invalid_request_challenge().clone()),
-                    ),
-                };
-                tracing::debug!(kind = ?rejection.kind(), "request without usable bearer credentials");
-                ResponseFuture::rejected(respond(&self.reject, &rejection))
-            }
+            Err(e) => ResponseFuture::rejected(respond(&self.reject, &parse_rejection(e, &self.resource))),
         }
     }
 }

@@ -84,8 +84,12 @@ impl TokenCache {
         Self(Arc::new(Inner { entries, secret, capacity }))
     }
 
-    pub(crate) fn key(&self, token: &[u8]) -> u128 {
-        xxhash_rust::xxh3::xxh3_128_with_secret(token, &self.0.secret)
+    /// The token's key: 128-bit XXH3 under the cache's secret (the AVX2 or SSE2 code is
+    /// picked at run time). `None` only if the secret were refused, which its fixed length
+    /// rules out; the token is then neither looked up nor kept.
+    #[inline]
+    pub(crate) fn key(&self, token: &[u8]) -> Option<u128> {
+        twox_hash::XxHash3_128::oneshot_with_secret(&self.0.secret, token).ok()
     }
 
     /// The verified token under `key`, if its entry still answers under `policy`.
@@ -117,7 +121,7 @@ impl TokenCache {
     /// Forgets `token` (the raw token text): its next use is verified again. Returns whether
     /// it was cached.
     pub fn invalidate(&self, token: &str) -> bool {
-        self.0.entries.remove(&self.key(token.as_bytes())).is_some()
+        self.key(token.as_bytes()).is_some_and(|key| self.0.entries.remove(&key).is_some())
     }
 
     /// Forgets every token.

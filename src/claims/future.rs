@@ -36,17 +36,23 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<VF, S, F, ReqBody, ResBody, R> {
-        Verifying {
-            #[pin]
-            verify: VF,
-            inner: Option<S>,
-            req: Option<Request<ReqBody>>,
-            resource: ProtectedResource,
-            reject: R,
-            fill: Option<Fill>,
-        },
+        // Boxed: a cache hit never builds it, and the future moved on every hit stays small.
+        Verifying { verifying: Pin<Box<Verifying<VF, S, ReqBody, R>>> },
         Calling { #[pin] future: F },
         Rejected { response: Option<Response<ResBody>> },
+    }
+}
+
+pin_project! {
+    #[project = VerifyingProj]
+    struct Verifying<VF, S, ReqBody, R> {
+        #[pin]
+        verify: VF,
+        inner: Option<S>,
+        req: Option<Request<ReqBody>>,
+        resource: ProtectedResource,
+        reject: R,
+        fill: Option<Fill>,
     }
 }
 
@@ -62,7 +68,8 @@ where
         reject: R,
         fill: Option<Fill>,
     ) -> Self {
-        Self { state: State::Verifying { verify, inner: Some(inner), req: Some(req), resource, reject, fill } }
+        let verifying = Box::pin(Verifying { verify, inner: Some(inner), req: Some(req), resource, reject, fill });
+        Self { state: State::Verifying { verifying } }
     }
 
     pub(crate) fn calling(future: S::Future) -> Self {
@@ -94,7 +101,8 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Verifying { verify, inner, req, resource, reject, fill } => {
+                StateProj::Verifying { verifying } => {
+                    let VerifyingProj { verify, inner, req, resource, reject, fill } = verifying.as_mut().project();
                     let result = ready!(verify.poll(cx));
                     let (Some(mut inner), Some(mut req)) = (inner.take(), req.take()) else {
                         return Poll::Pending;

@@ -1,7 +1,8 @@
 use tower_layer::Layer;
 
 use super::cache::{DEFAULT_CACHE_BYTES, TokenCache};
-use super::service::ClaimsExtract;
+use super::service::{ClaimsExtract, HeaderRules};
+use crate::bearer::DEFAULT_MAX_TOKEN_LEN;
 use crate::reject::DefaultReject;
 use crate::resource::ProtectedResource;
 
@@ -16,19 +17,50 @@ pub struct ClaimsExtractLayer<V, R = DefaultReject> {
     resource: ProtectedResource,
     reject: R,
     cache: Option<TokenCache>,
+    header: HeaderRules,
 }
 
 impl<V> ClaimsExtractLayer<V> {
     /// Verifies tokens with `verifier`; challenges point at `resource`'s metadata.
     pub fn new(verifier: V, resource: ProtectedResource) -> Self {
-        Self { verifier, resource, reject: DefaultReject, cache: Some(TokenCache::new(DEFAULT_CACHE_BYTES)) }
+        Self {
+            verifier,
+            resource,
+            reject: DefaultReject,
+            cache: Some(TokenCache::new(DEFAULT_CACHE_BYTES)),
+            header: HeaderRules { max_token_len: DEFAULT_MAX_TOKEN_LEN, forward: false },
+        }
     }
 }
 
 impl<V, R> ClaimsExtractLayer<V, R> {
     /// Uses `reject` to build rejection responses.
     pub fn reject_with<R2>(self, reject: R2) -> ClaimsExtractLayer<V, R2> {
-        ClaimsExtractLayer { verifier: self.verifier, resource: self.resource, reject, cache: self.cache }
+        ClaimsExtractLayer {
+            verifier: self.verifier,
+            resource: self.resource,
+            reject,
+            cache: self.cache,
+            header: self.header,
+        }
+    }
+
+    /// Longest token accepted from the `Authorization` header, in bytes (default 8 KiB), when
+    /// the layer reads the header itself (no [`BearerAuthLayer`] before it). Longer tokens are
+    /// refused with 400 before any decoding work.
+    ///
+    /// [`BearerAuthLayer`]: crate::BearerAuthLayer
+    pub fn max_token_len(mut self, bytes: usize) -> Self {
+        self.header.max_token_len = bytes;
+        self
+    }
+
+    /// Keep the `Authorization` header on the request passed to the inner service, when the
+    /// layer reads the header itself. Off by default: MCP forbids passing the client's token
+    /// on, and an inner service that never sees it cannot leak it.
+    pub fn forward_authorization_header(mut self, forward: bool) -> Self {
+        self.header.forward = forward;
+        self
     }
 
     /// A new, empty token cache of `bytes` (approximate) instead of the default 64 MiB;
@@ -55,6 +87,13 @@ impl<S, V: Clone, R: Clone> Layer<S> for ClaimsExtractLayer<V, R> {
     type Service = ClaimsExtract<S, V, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClaimsExtract::new(inner, self.verifier.clone(), self.resource.clone(), self.reject.clone(), self.cache.clone())
+        ClaimsExtract::new(
+            inner,
+            self.verifier.clone(),
+            self.resource.clone(),
+            self.reject.clone(),
+            self.cache.clone(),
+            self.header,
+        )
     }
 }

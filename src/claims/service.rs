@@ -5,9 +5,10 @@ use tower_service::Service;
 
 use super::cache::TokenCache;
 use super::future::{Fill, ResponseFuture};
-use crate::reject::{Reject, Rejection, RejectionKind, respond};
+use crate::bearer::{ParseError, parse_rejection, take_authorization};
+use crate::reject::{Reject, respond};
 use crate::resource::ProtectedResource;
-use crate::token::{AccessToken, BearerToken};
+use crate::token::{AccessToken, BearerToken, is_token68};
 use crate::verify::TokenVerifier;
 
 /// Middleware that verifies the bearer token. Built by
@@ -19,6 +20,16 @@ pub struct ClaimsExtract<S, V, R> {
     resource: ProtectedResource,
     reject: R,
     cache: Option<TokenCache>,
+    header: HeaderRules,
+}
+
+/// How the layer reads the `Authorization` header when no [`BearerAuthLayer`] ran before it.
+///
+/// [`BearerAuthLayer`]: crate::BearerAuthLayer
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderRules {
+    pub(crate) max_token_len: usize,
+    pub(crate) forward: bool,
 }
 
 impl<S, V, R> ClaimsExtract<S, V, R> {
@@ -28,8 +39,9 @@ impl<S, V, R> ClaimsExtract<S, V, R> {
         resource: ProtectedResource,
         reject: R,
         cache: Option<TokenCache>,
+        header: HeaderRules,
     ) -> Self {
-        Self { inner, verifier, resource, reject, cache }
+        Self { inner, verifier, resource, reject, cache, header }
     }
 
     /// The wrapped service.
@@ -53,22 +65,33 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let Some(token) = req.extensions_mut().remove::<BearerToken>() else {
-            let rejection =
-                Rejection::new(RejectionKind::MissingToken, Some(self.resource.missing_token_challenge().clone()));
-            return ResponseFuture::rejected(respond(&self.reject, &rejection));
+        // A token left by BearerAuthLayer was checked there; one read here is checked below,
+        // unless the cache knows it: a hit means these exact bytes were checked and verified.
+        let (token, mut checked) = match req.extensions_mut().remove::<BearerToken>() {
+            Some(token) => (token, true),
+            None => match take_authorization(req.headers_mut(), self.header.max_token_len, self.header.forward) {
+                Ok(token) => (token, false),
+                Err(e) => return ResponseFuture::rejected(respond(&self.reject, &parse_rejection(e, &self.resource))),
+            },
         };
         let mut fill = None;
         if let Some(cache) = &self.cache
             && let Some(policy) = self.verifier.cache_policy()
+            && let Some(key) = cache.key(token.as_bytes())
         {
-            let key = cache.key(token.as_bytes());
             if let Some(verified) = cache.get(key, &policy) {
                 // Verified before: the service polled ready is called at once, no clone.
                 req.extensions_mut().insert(AccessToken::from_verified(verified, token));
                 return ResponseFuture::calling(self.inner.call(req));
             }
             fill = Some(Fill { cache: cache.clone(), key, policy });
+        }
+        if !checked {
+            checked = is_token68(token.as_bytes());
+        }
+        if !checked {
+            let rejection = parse_rejection(ParseError::Malformed, &self.resource);
+            return ResponseFuture::rejected(respond(&self.reject, &rejection));
         }
         let verify = self.verifier.verify(&token);
         // The clone may not be ready; swap so the service that was polled ready is the one called.

@@ -30,17 +30,24 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<S, F, ReqBody, ResBody, R> {
-        Reading {
-            #[pin]
-            body: ReqBody,
-            buf: BytesMut,
-            parts: Option<Parts>,
-            inner: Option<S>,
-            shared: Arc<Shared>,
-            reject: R,
-        },
+        // Boxed: only body-inspecting policies build it, and the future moved on every other
+        // request stays small.
+        Reading { reading: Pin<Box<Reading<S, ReqBody, R>>> },
         Calling { #[pin] future: F },
         Rejected { response: Option<Response<ResBody>> },
+    }
+}
+
+pin_project! {
+    #[project = ReadingProj]
+    struct Reading<S, ReqBody, R> {
+        #[pin]
+        body: ReqBody,
+        buf: BytesMut,
+        parts: Option<Parts>,
+        inner: Option<S>,
+        shared: Arc<Shared>,
+        reject: R,
     }
 }
 
@@ -49,16 +56,9 @@ where
     S: Service<Request<GuardBody<ReqBody>>>,
 {
     pub(crate) fn reading(body: ReqBody, parts: Parts, inner: S, shared: Arc<Shared>, reject: R) -> Self {
-        Self {
-            state: State::Reading {
-                body,
-                buf: BytesMut::new(),
-                parts: Some(parts),
-                inner: Some(inner),
-                shared,
-                reject,
-            },
-        }
+        let reading =
+            Box::pin(Reading { body, buf: BytesMut::new(), parts: Some(parts), inner: Some(inner), shared, reject });
+        Self { state: State::Reading { reading } }
     }
 
     pub(crate) fn calling(future: S::Future) -> Self {
@@ -107,7 +107,8 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Reading { mut body, buf, parts, inner, shared, reject } => {
+                StateProj::Reading { reading } => {
+                    let ReadingProj { mut body, buf, parts, inner, shared, reject } = reading.as_mut().project();
                     // Read the whole body, up to the cap; trailers are not kept.
                     loop {
                         match ready!(body.as_mut().poll_frame(cx)) {

@@ -3,13 +3,17 @@
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use serde::Deserialize;
 
 /// `Mcp-Method` request header.
 pub const MCP_METHOD: &str = "mcp-method";
 /// `Mcp-Name` request header.
 pub const MCP_NAME: &str = "mcp-name";
+
+// Parsed at compile time: a lookup by `&str` parses the name every time.
+const METHOD_HEADER: HeaderName = HeaderName::from_static(MCP_METHOD);
+const NAME_HEADER: HeaderName = HeaderName::from_static(MCP_NAME);
 
 #[derive(Deserialize)]
 struct Message<'a> {
@@ -67,7 +71,7 @@ pub(crate) fn calls<'a>(body: &'a [u8], headers: &HeaderMap) -> Result<Vec<Call<
     };
     let calls: Vec<Call<'a>> = messages.iter().map(|m| Call { method: m.method.clone(), name: name_of(m) }).collect();
 
-    let header = |name: &str| -> Result<Option<&str>, BodyError> {
+    let header = |name: HeaderName| -> Result<Option<&str>, BodyError> {
         let mut values = headers.get_all(name).iter();
         match (values.next(), values.next()) {
             (None, _) => Ok(None),
@@ -75,8 +79,8 @@ pub(crate) fn calls<'a>(body: &'a [u8], headers: &HeaderMap) -> Result<Vec<Call<
             (Some(_), Some(_)) => Err(BodyError::HeaderMismatch),
         }
     };
-    let method_header = header(MCP_METHOD)?;
-    let name_header = header(MCP_NAME)?;
+    let method_header = header(METHOD_HEADER)?;
+    let name_header = header(NAME_HEADER)?;
     if method_header.is_some() || name_header.is_some() {
         let [only] = calls.as_slice() else { return Err(BodyError::HeaderMismatch) };
         if let Some(m) = method_header

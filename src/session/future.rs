@@ -5,7 +5,8 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::service::{Bindings, Principal, record};
+use super::service::{Bindings, record};
+use crate::token::AccessToken;
 
 pin_project! {
     /// Response future of [`SessionBinding`](super::SessionBinding).
@@ -18,13 +19,13 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, B> {
-        Inner { #[pin] future: F, record: Option<(Bindings, Principal)> },
+        Inner { #[pin] future: F, record: Option<(Bindings, AccessToken)> },
         Refused { response: Option<Response<B>> },
     }
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn inner(future: F, record: Option<(Bindings, Principal)>) -> Self {
+    pub(crate) fn inner(future: F, record: Option<(Bindings, AccessToken)>) -> Self {
         Self { kind: Kind::Inner { future, record } }
     }
 
@@ -43,8 +44,8 @@ where
         match self.project().kind.project() {
             KindProj::Inner { future, record: rec } => {
                 let res = ready!(future.poll(cx))?;
-                if let Some((bindings, who)) = rec.take() {
-                    record(&res, &bindings, who);
+                if let Some((bindings, token)) = rec.take() {
+                    record(&res, &bindings, &token);
                 }
                 Poll::Ready(Ok(res))
             }

@@ -30,7 +30,8 @@ impl SessionBindingLayer {
 
     /// At most `max_sessions` bindings, each forgotten after `idle` without use.
     pub fn with_limits(max_sessions: u64, idle: Duration) -> Self {
-        Self { bindings: moka::sync::Cache::builder().max_capacity(max_sessions).time_to_idle(idle).build() }
+        let cache = moka::sync::Cache::builder().max_capacity(max_sessions).time_to_idle(idle).build();
+        Self { bindings: std::sync::Arc::new(cache) }
     }
 }
 

@@ -5,11 +5,15 @@ use sha2::{Digest, Sha256};
 use tower_service::Service;
 
 use super::MCP_SESSION_ID;
+
+/// `mcp-session-id` as a parsed name: a lookup by `&str` parses the name every time.
+const SESSION_HEADER: http::HeaderName = http::HeaderName::from_static(MCP_SESSION_ID);
 use super::future::ResponseFuture;
 use crate::token::AccessToken;
 
 pub(crate) type Principal = [u8; 32];
-pub(crate) type Bindings = moka::sync::Cache<Box<[u8]>, Principal>;
+/// Shared by every clone of the service: one reference count per clone, not moka's several.
+pub(crate) type Bindings = std::sync::Arc<moka::sync::Cache<Box<[u8]>, Principal>>;
 
 /// Longest session id recorded.
 const MAX_SESSION_ID: usize = 256;
@@ -58,26 +62,28 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let who = req.extensions().get::<AccessToken>().map(principal);
-        if let Some(session) = req.headers().get(MCP_SESSION_ID)
+        let token = req.extensions().get::<AccessToken>();
+        if let Some(session) = req.headers().get(SESSION_HEADER)
             && let Some(owner) = self.bindings.get(session.as_bytes())
-            && who != Some(owner)
+            && token.map(principal) != Some(owner)
         {
             tracing::warn!("MCP session presented by another principal; refused");
             let mut res = Response::new(ResBody::default());
             *res.status_mut() = StatusCode::NOT_FOUND;
             return ResponseFuture::refused(res);
         }
-        let record = who.map(|w| (self.bindings.clone(), w));
+        // The principal is hashed only if the response opens a session (never in stateless
+        // mode): the token is kept until then, one reference count.
+        let record = token.map(|t| (self.bindings.clone(), t.clone()));
         ResponseFuture::inner(self.inner.call(req), record)
     }
 }
 
-pub(crate) fn record<B>(res: &Response<B>, bindings: &Bindings, who: Principal) {
-    if let Some(session) = res.headers().get(MCP_SESSION_ID) {
+pub(crate) fn record<B>(res: &Response<B>, bindings: &Bindings, token: &AccessToken) {
+    if let Some(session) = res.headers().get(SESSION_HEADER) {
         let id = session.as_bytes();
         if !id.is_empty() && id.len() <= MAX_SESSION_ID && !bindings.contains_key(id) {
-            bindings.insert(id.into(), who);
+            bindings.insert(id.into(), principal(token));
         }
     }
 }

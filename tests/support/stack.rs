@@ -35,8 +35,26 @@ pub fn resource() -> ProtectedResource {
 
 pub const METADATA_URL: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
 
+/// Which layers read the `Authorization` header.
+#[derive(Clone, Copy, Debug)]
+#[allow(dead_code)]
+pub enum Layers {
+    /// BearerAuthLayer parses it and hands the token to ClaimsExtractLayer.
+    BearerFirst,
+    /// ClaimsExtractLayer alone reads it (and checks its grammar only on a cache miss).
+    ClaimsAlone,
+}
+
 /// Bearer → claims (with `verifier`) → scope guard (with `policy`) → recording echo service.
 pub fn stack<V>(verifier: V, policy: ScopePolicy) -> (Svc, Arc<Mutex<Vec<Seen>>>)
+where
+    V: TokenVerifier + Clone,
+{
+    stack_with(Layers::BearerFirst, verifier, policy)
+}
+
+/// [`stack`], with the header read as `layers` says.
+pub fn stack_with<V>(layers: Layers, verifier: V, policy: ScopePolicy) -> (Svc, Arc<Mutex<Vec<Seen>>>)
 where
     V: TokenVerifier + Clone,
 {
@@ -56,8 +74,9 @@ where
         }
     });
     let resource = resource();
+    let bearer = matches!(layers, Layers::BearerFirst).then(|| BearerAuthLayer::new(resource.clone()));
     let svc = ServiceBuilder::new()
-        .layer(BearerAuthLayer::new(resource.clone()))
+        .option_layer(bearer)
         .layer(ClaimsExtractLayer::new(verifier, resource.clone()))
         .layer(ScopeGuardLayer::new(policy, resource))
         .service(inner);
