@@ -33,7 +33,7 @@ use clap::{Parser, ValueEnum};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 use tower::ServiceBuilder;
-use tower_mcp_auth::scope_guard::{Requirement, ScopeGuardLayer, ScopePolicy};
+use tower_mcp_auth::scope_guard::{GuardBody, Requirement, ScopeGuardLayer, ScopePolicy};
 use tower_mcp_auth::verify::{Algorithm, Issuer, KeySet};
 use tower_mcp_auth::{ClaimsExtractLayer, JwtVerifier, ProtectedResource};
 
@@ -179,8 +179,9 @@ fn stack_router(mode: Mode) -> Result<impl App, String> {
     let layers = ServiceBuilder::new()
         .layer(claims)
         .layer(ScopeGuardLayer::new(policy, resource))
-        // The guard hands on its own body type; axum routes take `axum::body::Body`.
-        .map_request(|req: http::Request<_>| req.map(axum::body::Body::new));
+        // The guard hands on its own body type; axum routes take `axum::body::Body` (`From`
+        // unwraps it: no box).
+        .map_request(|req: http::Request<GuardBody<axum::body::Body>>| req.map(axum::body::Body::from));
     Ok(layers.service(axum::Router::new().route("/mcp", axum::routing::post(reply))))
 }
 

@@ -70,3 +70,47 @@ where
         }
     }
 }
+
+/// The body an axum route takes, without boxing the guard's wrapper: the original body as it
+/// came, or the bytes the guard read.
+///
+/// ```
+/// use axum_core::body::Body;
+/// use tower::ServiceBuilder;
+/// use tower_mcp_auth::scope_guard::{GuardBody, ScopeGuardLayer, ScopePolicy};
+/// # let resource = tower_mcp_auth::ProtectedResource::builder("https://mcp.example.com/mcp")
+/// #     .authorization_server("https://auth.example.com").build().unwrap();
+/// # let policy = ScopePolicy::builder().build().unwrap();
+/// // In front of an axum router or route, which takes `axum::body::Body`.
+/// let layers = ServiceBuilder::new()
+///     .layer(ScopeGuardLayer::new(policy, resource))
+///     .map_request(|req: http::Request<GuardBody<Body>>| req.map(Body::from));
+/// # let _ = layers;
+/// ```
+#[cfg(feature = "axum")]
+impl From<GuardBody<axum_core::body::Body>> for axum_core::body::Body {
+    fn from(body: GuardBody<axum_core::body::Body>) -> Self {
+        match body.kind {
+            Kind::Streaming { body } => body,
+            Kind::Buffered { data } => data.map_or_else(Self::empty, Self::from),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "axum"))]
+mod tests {
+    use axum_core::body::Body;
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn into_an_axum_body_keeps_the_bytes() {
+        let streamed = Body::from(GuardBody::streaming(Body::from("streamed")));
+        assert_eq!(streamed.collect().await.unwrap().to_bytes(), "streamed");
+        let read = Body::from(GuardBody::<Body>::buffered(Bytes::from_static(b"read")));
+        assert_eq!(read.collect().await.unwrap().to_bytes(), "read");
+        let empty = Body::from(GuardBody::<Body>::buffered(Bytes::new()));
+        assert!(http_body::Body::is_end_stream(&empty));
+    }
+}

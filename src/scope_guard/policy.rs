@@ -174,11 +174,14 @@ impl ScopePolicy {
         extra: &[&Compiled],
         resource: &ProtectedResource,
     ) -> Result<(), HeaderValue> {
+        let satisfied = |clause: &Vec<Scope>| clause.iter().any(|s| self.hierarchy.satisfies(granted, s));
         let rules = std::iter::once(&self.base).chain(extra.iter().copied());
-        let ok = rules
-            .clone()
-            .flat_map(|r| r.clauses.iter())
-            .all(|clause| clause.iter().any(|s| self.hierarchy.satisfies(granted, s)));
+        // Route-level rules only (no MCP rule matched): the common case, without the chain.
+        let ok = if extra.is_empty() {
+            self.base.clauses.iter().all(satisfied)
+        } else {
+            rules.clone().flat_map(|r| r.clauses.iter()).all(satisfied)
+        };
         if ok {
             return Ok(());
         }
