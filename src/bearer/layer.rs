@@ -1,6 +1,6 @@
 use tower_layer::Layer;
 
-use super::service::{BearerAuth, DEFAULT_MAX_TOKEN_LEN};
+use super::service::{BearerAuth, HeaderRules};
 use crate::reject::DefaultReject;
 use crate::resource::ProtectedResource;
 
@@ -11,14 +11,13 @@ use crate::resource::ProtectedResource;
 pub struct BearerAuthLayer<R = DefaultReject> {
     resource: ProtectedResource,
     reject: R,
-    max_token_len: usize,
-    forward_header: bool,
+    header: HeaderRules,
 }
 
 impl BearerAuthLayer {
     /// A layer protecting `resource`.
     pub fn new(resource: ProtectedResource) -> Self {
-        Self { resource, reject: DefaultReject, max_token_len: DEFAULT_MAX_TOKEN_LEN, forward_header: false }
+        Self { resource, reject: DefaultReject, header: HeaderRules::default() }
     }
 }
 
@@ -26,7 +25,7 @@ impl<R> BearerAuthLayer<R> {
     /// Longest token accepted, in bytes (default 8 KiB). Longer tokens are refused with 400
     /// before any decoding work.
     pub fn max_token_len(mut self, bytes: usize) -> Self {
-        self.max_token_len = bytes;
+        self.header.max_token_len = bytes;
         self
     }
 
@@ -34,18 +33,13 @@ impl<R> BearerAuthLayer<R> {
     /// default: MCP forbids passing the client's token on, and an inner service that never
     /// sees it cannot leak it.
     pub fn forward_authorization_header(mut self, forward: bool) -> Self {
-        self.forward_header = forward;
+        self.header.forward = forward;
         self
     }
 
     /// Uses `reject` to build rejection responses.
     pub fn reject_with<R2>(self, reject: R2) -> BearerAuthLayer<R2> {
-        BearerAuthLayer {
-            resource: self.resource,
-            reject,
-            max_token_len: self.max_token_len,
-            forward_header: self.forward_header,
-        }
+        BearerAuthLayer { resource: self.resource, reject, header: self.header }
     }
 }
 
@@ -53,6 +47,6 @@ impl<S, R: Clone> Layer<S> for BearerAuthLayer<R> {
     type Service = BearerAuth<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BearerAuth::new(inner, self.resource.clone(), self.reject.clone(), self.max_token_len, self.forward_header)
+        BearerAuth::new(inner, self.resource.clone(), self.reject.clone(), self.header)
     }
 }

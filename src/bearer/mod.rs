@@ -50,4 +50,4 @@ mod service;
 pub use future::ResponseFuture;
 pub use layer::BearerAuthLayer;
 pub use service::{BearerAuth, DEFAULT_MAX_TOKEN_LEN, ParseError, parse_authorization};
-pub(crate) use service::{parse_rejection, take_authorization};
+pub(crate) use service::{HeaderRules, parse_rejection};

@@ -43,24 +43,37 @@ pub fn parse_authorization(headers: &HeaderMap, max_token_len: usize) -> Result<
     Ok(BearerToken::from_checked_header(value.clone(), start))
 }
 
-/// Takes the one bearer credential out of `headers` (leaves it there when `keep`), with one
-/// lookup and no copy of the header.
-///
-/// Everything of the grammar is checked except that the token is `token68`: the caller does
-/// that (at once in [`BearerAuth`], only when the token is not in the cache in
-/// [`ClaimsExtract`](crate::claims::ClaimsExtract)).
-pub(crate) fn take_authorization(
-    headers: &mut HeaderMap,
-    max_token_len: usize,
-    keep: bool,
-) -> Result<BearerToken, ParseError> {
-    let Entry::Occupied(entry) = headers.entry(AUTHORIZATION) else { return Err(ParseError::Missing) };
-    if entry.iter().nth(1).is_some() {
-        return Err(ParseError::Malformed);
+/// How a layer reads the `Authorization` header: the token size cap, and whether the header
+/// stays on the request. Shared by [`BearerAuth`] and
+/// [`ClaimsExtract`](crate::claims::ClaimsExtract).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderRules {
+    pub(crate) max_token_len: usize,
+    pub(crate) forward: bool,
+}
+
+impl Default for HeaderRules {
+    fn default() -> Self {
+        Self { max_token_len: DEFAULT_MAX_TOKEN_LEN, forward: false }
     }
-    let start = locate(entry.get().as_bytes(), max_token_len)?;
-    let value = if keep { entry.get().clone() } else { entry.remove() };
-    Ok(BearerToken::from_header_unchecked(value, start))
+}
+
+impl HeaderRules {
+    /// Takes the one bearer credential out of `headers` (leaves it there when `forward`), with
+    /// one lookup and no copy of the header.
+    ///
+    /// Everything of the grammar is checked except that the token is `token68`: the caller
+    /// does that (at once in [`BearerAuth`], only when the token is not in the cache in
+    /// [`ClaimsExtract`](crate::claims::ClaimsExtract)).
+    pub(crate) fn take(self, headers: &mut HeaderMap) -> Result<BearerToken, ParseError> {
+        let Entry::Occupied(entry) = headers.entry(AUTHORIZATION) else { return Err(ParseError::Missing) };
+        if entry.iter().nth(1).is_some() {
+            return Err(ParseError::Malformed);
+        }
+        let start = locate(entry.get().as_bytes(), self.max_token_len)?;
+        let value = if self.forward { entry.get().clone() } else { entry.remove() };
+        Ok(BearerToken::from_header_unchecked(value, start))
+    }
 }
 
 /// `Bearer 1*SP token` with a token of at most `max_token_len` bytes: where the token starts.
@@ -108,19 +121,12 @@ pub struct BearerAuth<S, R> {
     inner: S,
     resource: ProtectedResource,
     reject: R,
-    max_token_len: usize,
-    forward_header: bool,
+    header: HeaderRules,
 }
 
 impl<S, R> BearerAuth<S, R> {
-    pub(crate) fn new(
-        inner: S,
-        resource: ProtectedResource,
-        reject: R,
-        max_token_len: usize,
-        forward_header: bool,
-    ) -> Self {
-        Self { inner, resource, reject, max_token_len, forward_header }
+    pub(crate) fn new(inner: S, resource: ProtectedResource, reject: R, header: HeaderRules) -> Self {
+        Self { inner, resource, reject, header }
     }
 
     /// The wrapped service.
@@ -143,9 +149,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let parsed = take_authorization(req.headers_mut(), self.max_token_len, self.forward_header)
-            .and_then(|token| if is_token68(token.as_bytes()) { Ok(token) } else { Err(ParseError::Malformed) });
-        match parsed {
+        let parsed = self.header.take(req.headers_mut());
+        match parsed.and_then(|t| if is_token68(t.as_bytes()) { Ok(t) } else { Err(ParseError::Malformed) }) {
             Ok(token) => {
                 req.extensions_mut().insert(token);
                 ResponseFuture::inner(self.inner.call(req))

@@ -1,8 +1,8 @@
 use tower_layer::Layer;
 
 use super::cache::{DEFAULT_CACHE_BYTES, TokenCache};
-use super::service::{ClaimsExtract, HeaderRules};
-use crate::bearer::DEFAULT_MAX_TOKEN_LEN;
+use super::service::ClaimsExtract;
+use crate::bearer::HeaderRules;
 use crate::reject::DefaultReject;
 use crate::resource::ProtectedResource;
 
@@ -28,7 +28,7 @@ impl<V> ClaimsExtractLayer<V> {
             resource,
             reject: DefaultReject,
             cache: Some(TokenCache::new(DEFAULT_CACHE_BYTES)),
-            header: HeaderRules { max_token_len: DEFAULT_MAX_TOKEN_LEN, forward: false },
+            header: HeaderRules::default(),
         }
     }
 }

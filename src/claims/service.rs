@@ -5,7 +5,7 @@ use tower_service::Service;
 
 use super::cache::TokenCache;
 use super::future::{Fill, ResponseFuture};
-use crate::bearer::{ParseError, parse_rejection, take_authorization};
+use crate::bearer::{HeaderRules, ParseError, parse_rejection};
 use crate::reject::{Reject, respond};
 use crate::resource::ProtectedResource;
 use crate::token::{AccessToken, BearerToken, is_token68};
@@ -21,15 +21,6 @@ pub struct ClaimsExtract<S, V, R> {
     reject: R,
     cache: Option<TokenCache>,
     header: HeaderRules,
-}
-
-/// How the layer reads the `Authorization` header when no [`BearerAuthLayer`] ran before it.
-///
-/// [`BearerAuthLayer`]: crate::BearerAuthLayer
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HeaderRules {
-    pub(crate) max_token_len: usize,
-    pub(crate) forward: bool,
 }
 
 impl<S, V, R> ClaimsExtract<S, V, R> {
@@ -67,9 +58,9 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // A token left by BearerAuthLayer was checked there; one read here is checked below,
         // unless the cache knows it: a hit means these exact bytes were checked and verified.
-        let (token, mut checked) = match req.extensions_mut().remove::<BearerToken>() {
+        let (token, from_bearer_layer) = match req.extensions_mut().remove::<BearerToken>() {
             Some(token) => (token, true),
-            None => match take_authorization(req.headers_mut(), self.header.max_token_len, self.header.forward) {
+            None => match self.header.take(req.headers_mut()) {
                 Ok(token) => (token, false),
                 Err(e) => return ResponseFuture::rejected(respond(&self.reject, &parse_rejection(e, &self.resource))),
             },
@@ -86,10 +77,7 @@ where
             }
             fill = Some(Fill { cache: cache.clone(), key, policy });
         }
-        if !checked {
-            checked = is_token68(token.as_bytes());
-        }
-        if !checked {
+        if !from_bearer_layer && !is_token68(token.as_bytes()) {
             let rejection = parse_rejection(ParseError::Malformed, &self.resource);
             return ResponseFuture::rejected(respond(&self.reject, &rejection));
         }
