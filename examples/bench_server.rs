@@ -182,7 +182,14 @@ fn stack_router(mode: Mode) -> Result<impl App, String> {
         // The guard hands on its own body type; axum routes take `axum::body::Body` (`From`
         // unwraps it: no box).
         .map_request(|req: http::Request<GuardBody<axum::body::Body>>| req.map(axum::body::Body::from));
-    Ok(layers.service(axum::Router::new().route("/mcp", axum::routing::post(reply))))
+    Ok(layers.service(app()))
+}
+
+/// The application every mode serves. `with_state` turns its handlers into routes once, as
+/// `axum::serve` does for a bare router per connection; a router called as a plain service
+/// would otherwise box its handler on every request.
+fn app() -> axum::Router {
+    axum::Router::new().route("/mcp", axum::routing::post(reply)).with_state(())
 }
 
 /// The hand-written baseline: the shortest correct layer on `jsonwebtoken`.
@@ -195,7 +202,7 @@ mod raw {
     use jsonwebtoken::{DecodingKey, Validation};
     use serde::Deserialize;
 
-    use super::{ISSUER, Mode, RESOURCE, read, reply};
+    use super::{ISSUER, Mode, RESOURCE, read};
 
     #[derive(Deserialize, Clone)]
     #[allow(dead_code)]
@@ -275,7 +282,7 @@ mod raw {
         validation.set_audience(&[RESOURCE]);
         validation.leeway = 30;
         let layer = JwtLayer { key: Arc::new(key), validation: Arc::new(validation) };
-        Ok(tower::Layer::layer(&layer, axum::Router::new().route("/mcp", axum::routing::post(reply))))
+        Ok(tower::Layer::layer(&layer, super::app()))
     }
 }
 
@@ -302,7 +309,7 @@ async fn serve(mode: Mode, bind: SocketAddr) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| format!("{bind}: {e}"))?;
     eprintln!("bench_server: {mode:?} on http://{bind}/mcp");
     let result = match mode {
-        Mode::Bare => axum::serve(listener, axum::Router::new().route("/mcp", axum::routing::post(reply))).await,
+        Mode::Bare => axum::serve(listener, app()).await,
         Mode::CachedRs256
         | Mode::CachedEs256
         | Mode::CachedEddsa

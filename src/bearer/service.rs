@@ -79,19 +79,26 @@ impl HeaderRules {
 /// `Bearer 1*SP token` with a token of at most `max_token_len` bytes: where the token starts.
 /// The token's characters are not looked at.
 fn locate(bytes: &[u8], max_token_len: usize) -> Result<usize, ParseError> {
-    if bytes.len() < SCHEME.len() || !bytes[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+    let Some((scheme, rest)) = bytes.split_first_chunk::<6>() else { return Err(ParseError::Missing) };
+    // ASCII case folding of letters only: `| 0x20` maps a byte to a letter of "bearer" only
+    // from that letter in either case.
+    if u64::from(u32::from_le_bytes([scheme[0], scheme[1], scheme[2], scheme[3]]))
+        | u64::from(u16::from_le_bytes([scheme[4], scheme[5]])) << 32
+        | 0x2020_2020_2020
+        != u64::from(u32::from_le_bytes(*b"bear")) | u64::from(u16::from_le_bytes(*b"er")) << 32
+    {
         return Err(ParseError::Missing);
     }
-    match bytes.get(SCHEME.len()) {
+    match rest.first() {
         // "Bearer" alone.
         None => Err(ParseError::Malformed),
         Some(b' ') => {
-            let start = SCHEME.len() + bytes[SCHEME.len()..].iter().take_while(|b| **b == b' ').count();
-            let len = bytes.len() - start;
+            let spaces = rest.iter().position(|b| *b != b' ').unwrap_or(rest.len());
+            let len = rest.len() - spaces;
             if len == 0 || len > max_token_len {
                 return Err(ParseError::Malformed);
             }
-            Ok(start)
+            Ok(SCHEME.len() + spaces)
         }
         // Another scheme whose name starts with "bearer" ("Bearerx").
         Some(b) if b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b) => Err(ParseError::Missing),
@@ -201,5 +208,21 @@ mod tests {
         assert_eq!(parse(&[long.as_bytes()]), Err(ParseError::Malformed));
         let edge = format!("Bearer {}", "a".repeat(64));
         assert!(parse(&[edge.as_bytes()]).is_ok());
+    }
+
+    /// The scheme is matched by folding case with `| 0x20`: every one of the 256 byte values
+    /// in every position of "bearer" matches exactly when it is that letter in either case.
+    #[test]
+    fn scheme_case_folding_matches_only_the_letters() {
+        for position in 0..SCHEME.len() {
+            for byte in 0..=255u8 {
+                let mut value = b"Bearer abc".to_vec();
+                value[position] = byte;
+                let expected = byte.eq_ignore_ascii_case(&SCHEME[position]);
+                assert_eq!(locate(&value, 64).is_ok(), expected, "byte {byte:#04x} at {position}");
+            }
+        }
+        assert_eq!(locate(b"Beare", 64), Err(ParseError::Missing));
+        assert_eq!(locate(b"", 64), Err(ParseError::Missing));
     }
 }

@@ -40,7 +40,7 @@ const ENTRY_OVERHEAD: u64 = 96;
 pub struct TokenCache(Arc<Inner>);
 
 struct Inner {
-    entries: quick_cache::sync::Cache<u128, Entry, Weigh>,
+    entries: quick_cache::sync::Cache<u128, Entry, Weigh, KeyIsHash>,
     secret: [u8; 192],
     capacity: u64,
 }
@@ -63,6 +63,42 @@ impl quick_cache::Weighter<u128, Entry> for Weigh {
     }
 }
 
+/// The keys are already keyed hashes of the tokens (uniform and unpredictable without the
+/// secret): the cache's table uses their bits as they are instead of hashing them again.
+#[derive(Clone, Default)]
+struct KeyIsHash;
+
+impl std::hash::BuildHasher for KeyIsHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        // Both halves, so no bit of the key is ignored.
+        self.0 ^= (key as u64) ^ ((key >> 64) as u64);
+    }
+
+    // Only u128 keys are hashed; any other input is still mixed in, never dropped.
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
 impl fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
@@ -80,7 +116,13 @@ impl TokenCache {
         // Without OS randomness the keys would be predictable: better no cache entry at all
         // than a guessable one, so a failure leaves a cache of zero capacity (nothing is kept).
         let capacity = if getrandom::fill(&mut secret).is_ok() { capacity } else { 0 };
-        let entries = quick_cache::sync::Cache::with_weighter(1024, capacity, Weigh);
+        let entries = quick_cache::sync::Cache::with(
+            1024,
+            capacity,
+            Weigh,
+            KeyIsHash,
+            quick_cache::sync::DefaultLifecycle::default(),
+        );
         Self(Arc::new(Inner { entries, secret, capacity }))
     }
 

@@ -97,6 +97,7 @@ where
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
@@ -112,7 +113,7 @@ where
                             if let Some(fill) = fill.take() {
                                 fill.cache.insert(fill.key, token.verified(), token.expires_at(), &fill.policy);
                             }
-                            req.extensions_mut().insert(token);
+                            super::service::insert_token(req.extensions_mut(), token);
                             let future = inner.call(req);
                             this.state.set(State::Calling { future });
                         }

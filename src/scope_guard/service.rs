@@ -66,6 +66,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         let Some(token) = req.extensions().get::<AccessToken>() else {
