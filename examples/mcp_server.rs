@@ -184,6 +184,12 @@ struct Args {
     /// and its access tokens end with their lifetime (10 minutes).
     #[arg(long, conflicts_with_all = ["authorization_server", "insecure_no_auth"])]
     revocation_check: bool,
+
+    /// A reverse proxy or load balancer (address or CIDR network, e.g. 10.0.0.0/8) whose
+    /// X-Forwarded-For header names the client address that rate limits count; can be
+    /// repeated. Without it the header is ignored.
+    #[arg(long, value_name = "CIDR", conflicts_with_all = ["authorization_server", "insecure_no_auth"])]
+    trusted_proxy: Vec<String>,
 }
 
 /// A startup failure: a usage or configuration problem (exit 2) or a runtime one (exit 1).
@@ -398,7 +404,8 @@ async fn run(args: Args) -> Result<(), Failure> {
                 .store(store.clone())
                 .encryption_keys(keys)
                 .upstream(upstream)
-                .revocation_check(args.revocation_check);
+                .revocation_check(args.revocation_check)
+                .trusted_proxies(args.trusted_proxy.iter().cloned());
             if !args.no_cimd {
                 server = server.client_id_metadata_documents(cimd_config(&args)?);
             }

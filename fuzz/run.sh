@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 SECONDS_EACH=${FUZZ_SECONDS:-30}
 TARGETS=("$@")
 if ((${#TARGETS[@]} == 0)); then
-    TARGETS=(bearer_header www_authenticate jws redirect_uri cimd_client_id cimd_document)
+    TARGETS=(bearer_header www_authenticate jws redirect_uri cimd_client_id cimd_document token_request register_request)
 fi
 VECTORS=../../shared/vectors
 
@@ -33,6 +33,13 @@ seed redirect_uri 3 'https://app.example.com/cb?x=1'
 seed cimd_client_id 1 'https://app.example.com/oauth/client.json'
 seed cimd_client_id 2 'https://localhost:8443/client-metadata.json'
 seed cimd_document 1 '{"client_id":"https://app.example.com/client.json","client_name":"App","redirect_uris":["https://app.example.com/cb","http://127.0.0.1/cb"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"response_types":["code"]}'
+# token_request: a selector byte (bit 0: an Authorization header up to the first NUL), then the body.
+seed token_request 1 $'\x00grant_type=authorization_code&code=abc&code_verifier=v-0123456789012345678901234567890123456789&client_id=c&redirect_uri=http%3A%2F%2F127.0.0.1%3A53682%2Fcallback'
+seed token_request 2 $'\x00grant_type=refresh_token&refresh_token=r&client_id=c&scope=mcp%3Aread'
+seed token_request 3 $'\x01Basic Yzpz\x00grant_type=authorization_code&code=abc'
+seed token_request 4 $'\x00grant_type=authorization_code&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=a.b.c&code=x'
+seed register_request 1 '{"client_name":"App","redirect_uris":["http://127.0.0.1:53682/callback"],"grant_types":["authorization_code","refresh_token"],"token_endpoint_auth_method":"none"}'
+seed register_request 2 '{"redirect_uris":["https://app.example.com/cb","com.example.app:/cb"],"token_endpoint_auth_method":"client_secret_post","scope":"mcp:read","contacts":["a@example.com"]}'
 for f in ../tests/fixtures/keys/*.pub.jwk; do
     [[ -e $f ]] && seed jws "jwk-$(basename "$f")" "$(head -c 4096 "$f")"
 done

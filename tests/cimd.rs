@@ -587,6 +587,59 @@ async fn i19_fetches_per_host_are_rate_limited() {
     assert_eq!(w.site.total(), 3, "at most the per-host budget reaches the victim host");
 }
 
+/// The server's own fetch budget (`RateLimits::cimd_fetch`), before the fetcher's per-host one:
+/// per document URL from anywhere, and per asking address. Only real fetches count (failures
+/// are never cached, so each request here fetches).
+#[tokio::test]
+async fn i19_document_fetches_per_url_and_per_asking_address_are_limited() {
+    use tower_mcp_auth::server::{Limit, PeerAddr, RateLimits};
+    let ca = TestCa::new();
+    let site = Site::start(&ca).await;
+    let config = CimdConfig::new(fetcher(&ca).per_host_per_minute(1000).build().unwrap());
+    let env = Env::with(
+        Backend::Memory,
+        Options {
+            configure: Box::new(move |b| {
+                b.client_id_metadata_documents(config)
+                    .rate_limits(RateLimits::default().cimd_fetch(Limit::per_minute(3, 2)))
+            }),
+            ..Options::default()
+        },
+    )
+    .await;
+    let broken = |path: &str| {
+        let url = site.url("client.test", path);
+        site.set(path, Answer { status: 500, ..Answer::json(&document(&url)) });
+        url
+    };
+    let (one, two, three) = (broken("/one.json"), broken("/two.json"), broken("/three.json"));
+    let from = |ip: [u8; 4], client_id: &str| {
+        let (_, challenge) = pkce();
+        let mut req = http::Request::get(authorize_query(client_id, &challenge, "st", &[]))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        req.extensions_mut().insert(PeerAddr(IpAddr::from(ip)));
+        req
+    };
+    let limited = |r: &Reply, retry_after: &str| {
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+        assert_eq!(r.header("retry-after"), retry_after);
+    };
+    // One URL: two fetches a minute, then 429 (the next in 30 s) without a fetch.
+    for _ in 0..2 {
+        assert_refused_page(&env.call(from([192, 0, 2, 1], &one)).await);
+    }
+    limited(&env.call(from([192, 0, 2, 1], &one)).await, "30");
+    assert_eq!(site.hits("/one.json"), 2);
+    // One asking address: three fetches a minute, whatever the URL.
+    assert_refused_page(&env.call(from([192, 0, 2, 1], &two)).await);
+    limited(&env.call(from([192, 0, 2, 1], &three)).await, "20");
+    assert_eq!(site.hits("/three.json"), 0);
+    // Another address may still have documents fetched.
+    assert_refused_page(&env.call(from([192, 0, 2, 2], &three)).await);
+    assert_eq!(site.total(), 4);
+}
+
 #[tokio::test]
 async fn i20_every_failure_looks_the_same_from_outside() {
     let w =

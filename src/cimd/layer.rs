@@ -149,7 +149,7 @@ where
 }
 
 /// The client ID a request names, if any.
-fn requested_client_id(parts: &Parts, body: &[u8]) -> Option<String> {
+pub(crate) fn requested_client_id(parts: &Parts, body: &[u8]) -> Option<String> {
     let params = match parts.method {
         Method::GET | Method::HEAD => Params::parse(parts.uri.query().unwrap_or("").as_bytes()),
         Method::POST if web::is_form(&parts.headers) => Params::parse(body),
@@ -174,7 +174,11 @@ pub(crate) async fn resolve_request(core: &Core, parts: &mut Parts, body: &[u8])
         return Ok(());
     }
     let Some(client_id) = requested_client_id(parts, body).filter(|id| is_url_shaped(id)) else { return Ok(()) };
-    match cimd.resolve(core, &client_id).await {
+    let source = match parts.extensions.get::<crate::server::limits::Source>() {
+        Some(s) => s.0,
+        None => crate::server::limits::source_key(&parts.extensions, &parts.headers, &core.trusted_proxies),
+    };
+    match cimd.resolve(core, &client_id, source).await {
         Ok(cached) => {
             parts.extensions.insert(VerifiedClient { cached });
             Ok(())
@@ -182,6 +186,9 @@ pub(crate) async fn resolve_request(core: &Core, parts: &mut Parts, body: &[u8])
         Err(e) => {
             tracing::info!(client_id = %client_id, reason = %e, "client ID metadata document not usable");
             let page = parts.method != Method::POST;
+            if let CimdError::RateLimited { retry_after_secs } = e {
+                return Err(web::too_many_requests(page, retry_after_secs));
+            }
             Err(match (e, page) {
                 (CimdError::Unavailable, true) => crate::server::authorize::unavailable_page(),
                 (CimdError::Unavailable, false) => web::unavailable(),

@@ -224,6 +224,12 @@ pub enum CimdError {
     Document(DocumentError),
     /// The store failed.
     Unavailable,
+    /// A fetch was needed but the fetch budget (of this document, or of the requesting
+    /// address) is spent; see [`RateLimits::cimd_fetch`](crate::server::RateLimits::cimd_fetch).
+    RateLimited {
+        /// Seconds until a fetch may be tried again.
+        retry_after_secs: u64,
+    },
 }
 
 impl fmt::Display for CimdError {
@@ -234,6 +240,9 @@ impl fmt::Display for CimdError {
             Self::Fetch(e) => write!(f, "fetch failed: {e}"),
             Self::Document(e) => write!(f, "document refused: {e}"),
             Self::Unavailable => f.write_str("the store is unavailable"),
+            Self::RateLimited { retry_after_secs } => {
+                write!(f, "too many document fetches (retry after {retry_after_secs} s)")
+            }
         }
     }
 }
@@ -302,7 +311,12 @@ impl Cimd {
     }
 
     /// The client record for a URL-shaped client ID.
-    pub(crate) async fn resolve(&self, core: &crate::server::Core, client_id: &str) -> Result<Arc<Cached>, CimdError> {
+    pub(crate) async fn resolve(
+        &self,
+        core: &crate::server::Core,
+        client_id: &str,
+        source: std::net::IpAddr,
+    ) -> Result<Arc<Cached>, CimdError> {
         let url = check_client_id(client_id, self.config.fetcher.allows_loopback()).map_err(CimdError::ClientId)?;
         let decision = self.config.decide_host(url.host_str().unwrap_or_default());
         if decision == HostDecision::Refused {
@@ -317,7 +331,7 @@ impl Cimd {
             }
             let loaded = self
                 .docs
-                .try_get_with(client_id.to_owned(), self.load(core, &url, decision))
+                .try_get_with(client_id.to_owned(), self.load(core, &url, decision, source))
                 .await
                 .map_err(|e| (*e).clone())?;
             if loaded.expires_at > core.now() {
@@ -333,6 +347,7 @@ impl Cimd {
         core: &crate::server::Core,
         url: &url::Url,
         decision: HostDecision,
+        source: std::net::IpAddr,
     ) -> Result<Arc<Cached>, CimdError> {
         let client_id = url.as_str();
         let key = secret_hash(client_id);
@@ -342,6 +357,10 @@ impl Cimd {
             && cached.record.client_id == client_id
         {
             return Ok(Arc::new(cached));
+        }
+        // Only real fetches count: per document URL (from anywhere) and per asking address.
+        if let Err(refused) = core.limits.cimd_fetch.check(source, client_id) {
+            return Err(CimdError::RateLimited { retry_after_secs: refused.retry_after_secs });
         }
         let res = self.config.fetcher.get_json(url).await.map_err(CimdError::Fetch)?;
         let doc = ClientMetadataDocument::parse(client_id, &res.body, crate::server::redirect_uri_ok)

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::Core;
+use super::audit::{AuditKind, Event};
 use super::pages::{self, ConsentPage, DevLoginPage, InterstitialPage};
 use super::records::{
     AuthorizationRequest, CODES, CONSENTS, ClientKind, ClientRecord, CodeRecord, GRANTS, GrantRecord, REQUESTS,
@@ -111,9 +112,10 @@ struct Target<'a> {
     state: Option<&'a str>,
 }
 
-fn error_redirect(core: &Core, t: &Target<'_>, error: &str, after_post: bool) -> Response<EndpointBody> {
+fn error_redirect(core: &Core, t: &Target<'_>, error: &'static str, after_post: bool) -> Response<EndpointBody> {
     let mut res = redirect(&response_location(core, t.redirect_uri, &[("error", error)], t.state), after_post);
     pages::page_headers(&mut res);
+    super::audit::Refusal::attach(&mut res, error, "error sent to the client's redirect URI");
     res
 }
 
@@ -192,7 +194,7 @@ pub(crate) async fn authorize(core: &Core, parts: &Parts) -> Response<EndpointBo
         return error_redirect(core, &Target { redirect_uri: &redirect_uri, state: None }, "invalid_request", false);
     }
     let target = Target { redirect_uri: &redirect_uri, state };
-    let fail = |e: &str| error_redirect(core, &target, e, false);
+    let fail = |e: &'static str| error_redirect(core, &target, e, false);
     // Request objects (JAR, PAR) are not supported: refuse rather than silently drop what
     // the client signed.
     if params.has("request") {
@@ -467,9 +469,16 @@ pub(crate) async fn consent(core: &Core, parts: &Parts, body: &[u8]) -> Response
             {
                 return unavailable_page();
             }
+            core.audit(parts, Event::new(AuditKind::ConsentGiven).client(&request.client_id));
             start_upstream(core, request, true).await
         }
-        Some("deny") => error_redirect(core, &target, "access_denied", true),
+        Some("deny") => {
+            core.audit(parts, Event::new(AuditKind::ConsentDenied).client(&request.client_id));
+            // The user's choice, not a refused request.
+            let mut res = error_redirect(core, &target, "access_denied", true);
+            res.extensions_mut().remove::<super::audit::Refusal>();
+            res
+        }
         _ => forbidden(),
     }
 }
@@ -635,6 +644,7 @@ pub(crate) async fn callback(core: &Core, parts: &Parts) -> Response<EndpointBod
         }
         return error_redirect(core, &target, "temporarily_unavailable", false);
     }
+    core.audit(parts, Event::new(AuditKind::CodeIssued).client(&request.client_id).subject(&record.subject));
     let location = response_location(core, &request.redirect_uri, &[("code", &code)], request.state.as_deref());
     let mut res = redirect(&location, false);
     pages::page_headers(&mut res);

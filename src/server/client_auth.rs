@@ -37,7 +37,7 @@ fn form_decode(s: &str) -> Option<String> {
     }
 }
 
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, AuthError> {
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {

@@ -52,7 +52,6 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -73,9 +72,11 @@ use crate::store::{Store, StoreError};
 use crate::upstream::Upstream;
 
 pub(crate) mod assertion;
+pub mod audit;
 pub(crate) mod authorize;
 mod client_auth;
 mod keys;
+pub(crate) mod limits;
 mod metadata;
 pub(crate) mod pages;
 pub(crate) mod records;
@@ -94,11 +95,14 @@ pub(crate) use register::redirect_uri_ok;
 pub fn redirect_uri_allowed(uri: &str) -> bool {
     register::redirect_uri_ok(uri)
 }
+pub use audit::{AuditCounters, AuditEvent, AuditKind, AuditReason, AuditSink};
 pub use keys::SigningKeys;
+pub use limits::{Limit, RateLimits};
 pub use verifier::{IssuedTokenVerifier, UpstreamAccess, UpstreamAccessError};
 
-/// The client's address, for per-address rate limits. Insert it into request extensions (for
-/// example from axum's `ConnectInfo`); without it all requests share one budget.
+/// The connection's peer address, for the rate limits (see [`RateLimits`]). Insert it into
+/// request extensions (for example from axum's `ConnectInfo<SocketAddr>`); without it, all
+/// requests share one budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerAddr(pub IpAddr);
 
@@ -112,8 +116,6 @@ pub(crate) struct Lifetimes {
     pub(crate) consent: Duration,
     pub(crate) unused_client: Duration,
 }
-
-type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
 pub(crate) struct Core {
     pub(crate) issuer: String,
@@ -136,8 +138,9 @@ pub(crate) struct Core {
     pub(crate) revocations: std::sync::atomic::AtomicU64,
     pub(crate) clock: SharedClock,
     pub(crate) store_timeout: Duration,
-    pub(crate) register_limit: Limiter,
-    pub(crate) revoke_limit: Limiter,
+    pub(crate) limits: limits::Limiters,
+    pub(crate) trusted_proxies: limits::TrustedProxies,
+    pub(crate) audit: audit::Audit,
     /// Verifies issued tokens (for revocation requests; no claims mapping).
     pub(crate) jwt: crate::verify::JwtVerifier,
     /// Client ID metadata documents, when enabled.
@@ -209,6 +212,13 @@ impl Core {
         self.clock.unix_time()
     }
 
+    /// Records an audit event of the request `parts` (its endpoint was noted by the
+    /// dispatcher).
+    pub(crate) fn audit(&self, parts: &http::request::Parts, event: audit::Event) {
+        let endpoint = parts.extensions.get::<Which>().copied().unwrap_or(Which::Metadata);
+        self.audit.emit(endpoint, &parts.headers, self.now(), event);
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.origin, path)
     }
@@ -276,10 +286,6 @@ impl Core {
                 host.is_some_and(|h| c.config.decide_host(&h) == crate::cimd::HostDecision::AutoApproved)
             })
     }
-
-    fn rate_key(req_ext: &::http::Extensions) -> String {
-        req_ext.get::<PeerAddr>().map_or_else(|| String::from("*"), |p| p.0.to_string())
-    }
 }
 
 /// A configured authorization server. Cheap to clone.
@@ -306,10 +312,11 @@ pub struct AuthorizationServerBuilder {
     clock: Option<SharedClock>,
     store_timeout: Duration,
     insecure_http: bool,
-    register_per_minute: u32,
-    revoke_per_minute: u32,
+    rate_limits: RateLimits,
+    trusted_proxies: Vec<String>,
     clients: Vec<StaticClient>,
     cimd: Option<crate::cimd::CimdConfig>,
+    audit_sinks: Vec<Arc<dyn AuditSink>>,
     key_refresh: Duration,
 }
 
@@ -441,10 +448,11 @@ impl AuthorizationServer {
             clock: None,
             store_timeout: Duration::from_secs(3),
             insecure_http: false,
-            register_per_minute: 30,
-            revoke_per_minute: 120,
+            rate_limits: RateLimits::default(),
+            trusted_proxies: Vec::new(),
             clients: Vec::new(),
             cimd: None,
+            audit_sinks: Vec::new(),
             key_refresh: Duration::from_secs(60),
         }
     }
@@ -542,6 +550,11 @@ impl AuthorizationServer {
     /// revocation check is on.
     pub fn verifier(&self) -> IssuedTokenVerifier {
         self.verifier.clone()
+    }
+
+    /// How many audit events of each kind this instance recorded (see [`audit`]).
+    pub fn audit_counters(&self) -> Arc<AuditCounters> {
+        self.core.audit.counters.clone()
     }
 }
 
@@ -652,15 +665,44 @@ impl AuthorizationServerBuilder {
         self
     }
 
-    /// Registrations per minute per [`PeerAddr`] (default 30).
-    pub fn registrations_per_minute(mut self, n: u32) -> Self {
-        self.register_per_minute = n;
+    /// Adds a receiver of the [`audit`] events (client registered, consent, codes and tokens
+    /// issued, refresh, reuse detected, revocation, every refusal with its reason). Events
+    /// also go to `tracing` and to [`AuthorizationServer::audit_counters`]; sinks are called
+    /// in the order added.
+    pub fn audit_sink(mut self, sink: impl AuditSink) -> Self {
+        self.audit_sinks.push(Arc::new(sink));
         self
     }
 
-    /// Revocation requests per minute per [`PeerAddr`] (default 120).
+    /// The abuse limits of the endpoints (see [`RateLimits`] for the defaults).
+    pub fn rate_limits(mut self, limits: RateLimits) -> Self {
+        self.rate_limits = limits;
+        self
+    }
+
+    /// Registrations per minute from one source address (default 30; see [`RateLimits`]).
+    pub fn registrations_per_minute(mut self, n: u32) -> Self {
+        self.rate_limits.register = Limit::per_minute(n, self.rate_limits.register.per_client());
+        self
+    }
+
+    /// Revocation requests per minute from one source address (default 120; see
+    /// [`RateLimits`]).
     pub fn revocations_per_minute(mut self, n: u32) -> Self {
-        self.revoke_per_minute = n;
+        self.rate_limits.revoke = Limit::per_minute(n, self.rate_limits.revoke.per_client());
+        self
+    }
+
+    /// Proxies (addresses or CIDR networks, e.g. `10.0.0.0/8`) whose `X-Forwarded-For` names
+    /// the source address that rate limits count. Without any (the default) the header is
+    /// ignored and the connection's peer is the source: nobody can pick their own budget by
+    /// sending the header. Invalid entries fail [`build`](Self::build).
+    pub fn trusted_proxies<I, S>(mut self, proxies: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.trusted_proxies.extend(proxies.into_iter().map(Into::into));
         self
     }
 
@@ -739,10 +781,9 @@ impl AuthorizationServerBuilder {
         };
         let origin = issuer_url.origin().ascii_serialization();
         let paths = Paths::new(issuer_url.path());
-        let per_minute = |n: u32| {
-            let quota = governor::Quota::per_minute(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
-            governor::RateLimiter::keyed(quota)
-        };
+        let trusted_proxies = limits::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| ConfigError::new(ConfigErrorKind::Invalid, e))?;
+        let limiters = limits::Limiters::new(&self.rate_limits, &clock);
         let mut core = Core {
             issuer: self.issuer,
             origin,
@@ -762,10 +803,11 @@ impl AuthorizationServerBuilder {
             revocations: std::sync::atomic::AtomicU64::new(0),
             clock,
             store_timeout: self.store_timeout,
-            register_limit: per_minute(self.register_per_minute),
-            revoke_limit: per_minute(self.revoke_per_minute),
+            limits: limiters,
+            trusted_proxies,
             jwt: placeholder_jwt()?,
             cimd: self.cimd.map(crate::cimd::Cimd::new),
+            audit: audit::Audit { counters: Arc::default(), sinks: self.audit_sinks },
             key_sync,
         };
         core.jwt = verifier::jwt_verifier(None, &core)?;
@@ -950,48 +992,139 @@ where
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(which);
+    let (mut res, body) = answer(&core, which, &mut parts, body, resolve_clients).await;
+    audit_refusal(&core, which, &parts, &body, &mut res);
+    res
+}
+
+/// The answer, and the body read (empty when it could not be).
+async fn answer<B>(
+    core: &Core,
+    which: Which,
+    parts: &mut http::request::Parts,
+    body: B,
+    resolve_clients: bool,
+) -> (Response<EndpointBody>, Bytes)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let cors = matches!(which, Which::Metadata | Which::Jwks | Which::Register | Which::Token | Which::Revoke);
     if cors && parts.method == Method::OPTIONS {
-        return self::web::preflight(if matches!(which, Which::Metadata | Which::Jwks) {
-            "GET, HEAD, OPTIONS"
-        } else {
-            "POST, OPTIONS"
-        });
+        let allow = if matches!(which, Which::Metadata | Which::Jwks) { "GET, HEAD, OPTIONS" } else { "POST, OPTIONS" };
+        return (self::web::preflight(allow), Bytes::new());
     }
     let body = match self::web::read_body(body).await {
         Ok(b) => b,
         Err(self::web::BodyError::TooLarge) => {
-            return self::web::oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large");
+            let res =
+                self::web::oauth_error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body too large");
+            return (res, Bytes::new());
         }
         Err(self::web::BodyError::Unreadable) => {
-            return self::web::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "request body unreadable");
+            let res = self::web::oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "request body unreadable");
+            return (res, Bytes::new());
         }
     };
+    if let Some(res) = check_limits(core, which, parts, &body) {
+        return (res, body);
+    }
     if resolve_clients
         && matches!(which, Which::Authorize | Which::Token | Which::Revoke)
-        && let Err(mut res) = crate::cimd::layer::resolve_request(&core, &mut parts, &body).await
+        && let Err(mut res) = crate::cimd::layer::resolve_request(core, parts, &body).await
     {
         if cors {
             self::web::allow_cors(&mut res);
         }
-        return res;
+        return (res, body);
     }
+    let parts = &*parts;
     let mut res = match which {
-        Which::Metadata => metadata::metadata(&core, &parts),
+        Which::Metadata => metadata::metadata(core, parts),
         Which::Jwks => {
             core.sync_keys(false).await;
-            metadata::jwks(&core, &parts)
+            metadata::jwks(core, parts)
         }
-        Which::Register => register::register(&core, &parts, &body).await,
-        Which::Authorize => authorize::authorize(&core, &parts).await,
-        Which::Consent => authorize::consent(&core, &parts, &body).await,
-        Which::Callback => authorize::callback(&core, &parts).await,
-        Which::Token => token::token(&core, &parts, &body).await,
-        Which::Revoke => revoke::revoke(&core, &parts, &body).await,
-        Which::DevLogin => authorize::dev_login(&core, &parts, &body).await,
+        Which::Register => register::register(core, parts, &body).await,
+        Which::Authorize => authorize::authorize(core, parts).await,
+        Which::Consent => authorize::consent(core, parts, &body).await,
+        Which::Callback => authorize::callback(core, parts).await,
+        Which::Token => token::token(core, parts, &body).await,
+        Which::Revoke => revoke::revoke(core, parts, &body).await,
+        Which::DevLogin => authorize::dev_login(core, parts, &body).await,
     };
     if cors {
         self::web::allow_cors(&mut res);
     }
-    res
+    (res, body)
+}
+
+/// A refused request becomes a [`AuditKind::Rejected`] event: every answer that carries a
+/// refusal (error responses, error redirects to the client) or has an error status.
+fn audit_refusal(
+    core: &Core,
+    which: Which,
+    parts: &http::request::Parts,
+    body: &[u8],
+    res: &mut Response<EndpointBody>,
+) {
+    let refusal = res.extensions_mut().remove::<audit::Refusal>();
+    let status = res.status();
+    if refusal.is_none() && !status.is_client_error() && !status.is_server_error() {
+        return;
+    }
+    let (error, description) = match refusal {
+        Some(r) => (r.error, r.description),
+        None => (
+            std::borrow::Cow::Borrowed(match status {
+                StatusCode::NOT_FOUND => "not_found",
+                StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                s if s.is_server_error() => "server_error",
+                _ => "invalid_request",
+            }),
+            std::borrow::Cow::Borrowed(status.canonical_reason().unwrap_or("")),
+        ),
+    };
+    let client_id = match which {
+        Which::Authorize => crate::cimd::layer::requested_client_id(parts, body),
+        Which::Token | Which::Revoke => claimed_client(parts, body),
+        _ => None,
+    };
+    let event = audit::Event {
+        kind: AuditKind::Rejected,
+        client_id,
+        subject: None,
+        reason: Some(AuditReason { error, description, status: status.as_u16() }),
+    };
+    core.audit.emit(which, &parts.headers, core.now(), event);
+}
+
+/// The abuse limits of `which` (none for metadata, JWKS, consent, callback and dev login).
+/// The refusal to send, if any. Leaves the request's source address in its extensions for the metadata document fetch.
+fn check_limits(
+    core: &Core,
+    which: Which,
+    parts: &mut http::request::Parts,
+    body: &[u8],
+) -> Option<Response<EndpointBody>> {
+    let source = limits::source_key(&parts.extensions, &parts.headers, &core.trusted_proxies);
+    parts.extensions.insert(limits::Source(source));
+    let (limiter, client) = match which {
+        Which::Register => (&core.limits.register, register::claimed_identity(body)),
+        Which::Authorize => (&core.limits.authorize, crate::cimd::layer::requested_client_id(parts, body)),
+        Which::Token => (&core.limits.token, claimed_client(parts, body)),
+        Which::Revoke => (&core.limits.revoke, claimed_client(parts, body)),
+        _ => return None,
+    };
+    let Err(refused) = limiter.check(source, client.as_deref().unwrap_or("")) else { return None };
+    tracing::debug!(endpoint = ?which, "rate limited");
+    Some(self::web::too_many_requests(which == Which::Authorize, refused.retry_after_secs))
+}
+
+/// The client a token or revocation request names: `client_id` (or the assertion's issuer),
+/// else the user of its Basic credentials. Unauthenticated: only a rate-limit key.
+fn claimed_client(parts: &http::request::Parts, body: &[u8]) -> Option<String> {
+    crate::cimd::layer::requested_client_id(parts, body)
+        .or_else(|| client_auth::basic_credentials(&parts.headers).ok().flatten().map(|(id, _)| id))
 }

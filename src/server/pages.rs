@@ -77,7 +77,17 @@ pub(crate) fn html<T: Template>(status: StatusCode, page: &T) -> Response<Endpoi
 
 /// An error page with fixed text.
 pub(crate) fn error(status: StatusCode, title: &str, message: &str) -> Response<EndpointBody> {
-    html(status, &ErrorPage { title, message })
+    let mut res = html(status, &ErrorPage { title, message });
+    let code = match status {
+        StatusCode::FORBIDDEN => "access_denied",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        s if s.is_server_error() => "temporarily_unavailable",
+        _ => "invalid_request",
+    };
+    // The page's own fixed text (never request data) is the description.
+    super::audit::Refusal::attach(&mut res, code, message.to_owned());
+    res
 }
 
 /// Adds the page security headers to a non-HTML response of a page endpoint (redirects).

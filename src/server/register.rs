@@ -2,11 +2,12 @@
 //! metadata documents, but what every SDK client still uses).
 
 use http::request::Parts;
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::Core;
+use super::audit::{AuditKind, Event};
 use super::records::{CLIENTS, ClientKind, ClientRecord, encode};
 use super::web::{EndpointBody, is_json, json as json_response, method_not_allowed, oauth_error};
 use crate::store::crypto::{random_token, secret_hash};
@@ -63,17 +64,33 @@ fn opt_str(v: Option<&Value>) -> Result<Option<String>, ()> {
     }
 }
 
+/// Who a registration is from, for its rate limit: the client name and the host of the first
+/// redirect URI (`None` when the body has neither).
+pub(crate) fn claimed_identity(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Claimed {
+        client_name: Option<String>,
+        redirect_uris: Option<Vec<String>>,
+    }
+    let claimed: Claimed = serde_json::from_slice(body).ok()?;
+    let host = claimed
+        .redirect_uris
+        .as_deref()
+        .and_then(<[String]>::first)
+        .and_then(|u| Url::parse(u).ok())
+        .map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default()));
+    if claimed.client_name.is_none() && host.is_none() {
+        return None;
+    }
+    Some(format!("{}\n{}", claimed.client_name.unwrap_or_default(), host.unwrap_or_default()))
+}
+
 pub(crate) async fn register(core: &Core, parts: &Parts, body: &[u8]) -> Response<EndpointBody> {
     if !core.registration {
         return super::web::status(StatusCode::NOT_FOUND);
     }
     if parts.method != Method::POST {
         return method_not_allowed("POST, OPTIONS");
-    }
-    if core.register_limit.check_key(&Core::rate_key(&parts.extensions)).is_err() {
-        let mut res = oauth_error(StatusCode::TOO_MANY_REQUESTS, "invalid_request", "too many registrations");
-        res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return res;
     }
     if !is_json(&parts.headers) {
         return metadata_error("the body must be JSON");
@@ -178,6 +195,7 @@ pub(crate) async fn register(core: &Core, parts: &Parts, body: &[u8]) -> Respons
     {
         return super::web::unavailable();
     }
+    core.audit(parts, Event::new(AuditKind::ClientRegistered).client(&client_id));
     let mut response = json!({
         "client_id": client_id,
         "client_id_issued_at": now,

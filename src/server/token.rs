@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::Core;
+use super::audit::{AuditKind, Event};
 use super::client_auth::{AuthError, authenticate};
 use super::records::{
     CLIENTS, CODES, ClientRecord, CodeRecord, GRANTS, GrantRecord, REFRESH, RefreshRecord, UPSTREAM_TOKENS, USED_CODES,
@@ -78,8 +79,8 @@ async fn grant(core: &Core, parts: &Parts, params: &Params) -> Result<Value, Fai
     let grant_type = params.one("grant_type").map_err(dup)?;
     let client = authenticate(core, parts, params).await?;
     match grant_type {
-        Some("authorization_code") => code_grant(core, &client, params).await,
-        Some("refresh_token") => refresh_grant(core, &client, params).await,
+        Some("authorization_code") => code_grant(core, parts, &client, params).await,
+        Some("refresh_token") => refresh_grant(core, parts, &client, params).await,
         Some(_) => {
             Err(bad_request("unsupported_grant_type", "only authorization_code and refresh_token are supported"))
         }
@@ -107,7 +108,7 @@ fn check_resource(core: &Core, params: &Params, granted: &str) -> Result<(), Fai
     }
 }
 
-async fn code_grant(core: &Core, client: &ClientRecord, params: &Params) -> Result<Value, Failure> {
+async fn code_grant(core: &Core, parts: &Parts, client: &ClientRecord, params: &Params) -> Result<Value, Failure> {
     let dup = |_| bad_request("invalid_request", "a parameter is repeated");
     let code = params.one("code").map_err(dup)?.ok_or_else(|| bad_request("invalid_request", "code is required"))?;
     let key = secret_hash(code);
@@ -125,7 +126,11 @@ async fn code_grant(core: &Core, client: &ClientRecord, params: &Params) -> Resu
             && secure_eq(used.client_id.as_bytes(), client.client_id.as_bytes())
             && verifier.is_some_and(|v| pkce_matches(v, &used.code_challenge))
         {
-            revoke_grant(core, &used.grant_id).await?;
+            let subject = revoke_grant(core, &used.grant_id).await?;
+            core.audit(
+                parts,
+                with_subject(Event::new(AuditKind::CodeReplayDetected).client(&client.client_id), subject),
+            );
         }
         return Err(invalid_grant());
     };
@@ -160,7 +165,10 @@ async fn code_grant(core: &Core, client: &ClientRecord, params: &Params) -> Resu
     let issued = issue(core, client, &grant, &raw_grant, &grant.scopes).await?;
     // Consume; of racing redemptions exactly one gets the record.
     match core.store(core.store.take(CODES, &key)).await {
-        Ok(Some(_)) => Ok(issued.response),
+        Ok(Some(_)) => {
+            core.audit(parts, Event::new(AuditKind::TokenIssued).client(&client.client_id).subject(&grant.subject));
+            Ok(issued.response)
+        }
         Ok(None) => {
             issued.discard(core).await;
             Err(invalid_grant())
@@ -172,7 +180,7 @@ async fn code_grant(core: &Core, client: &ClientRecord, params: &Params) -> Resu
     }
 }
 
-async fn refresh_grant(core: &Core, client: &ClientRecord, params: &Params) -> Result<Value, Failure> {
+async fn refresh_grant(core: &Core, parts: &Parts, client: &ClientRecord, params: &Params) -> Result<Value, Failure> {
     let dup = |_| bad_request("invalid_request", "a parameter is repeated");
     let token = params
         .one("refresh_token")
@@ -186,8 +194,11 @@ async fn refresh_grant(core: &Core, client: &ClientRecord, params: &Params) -> R
         if let Some(grant_id) = core.store(core.store.get(USED_REFRESH, &key)).await?
             && let Ok(grant_id) = String::from_utf8(grant_id)
         {
-            tracing::warn!("refresh token reuse detected; revoking the grant");
-            revoke_grant(core, &grant_id).await?;
+            let subject = revoke_grant(core, &grant_id).await?;
+            core.audit(
+                parts,
+                with_subject(Event::new(AuditKind::RefreshReuseDetected).client(&client.client_id), subject),
+            );
         }
         return Err(invalid_grant());
     };
@@ -225,6 +236,7 @@ async fn refresh_grant(core: &Core, client: &ClientRecord, params: &Params) -> R
             return Err(e.into());
         }
     }
+    core.audit(parts, Event::new(AuditKind::TokenRefreshed).client(&client.client_id).subject(&grant.subject));
     let mut response = issued.response;
     if let Some(obj) = response.as_object_mut() {
         obj.insert("scope".into(), Value::String(scopes.join(" ")));
@@ -238,13 +250,21 @@ async fn load_grant_raw(core: &Core, grant_id: &str) -> Result<Option<(GrantReco
     Ok(decode::<GrantRecord>(&raw).filter(|g| !g.revoked).map(|g| (g, raw)))
 }
 
+fn with_subject(event: Event, subject: Option<String>) -> Event {
+    match subject {
+        Some(s) => event.subject(&s),
+        None => event,
+    }
+}
+
 /// Marks a grant revoked (every refresh token of it stops working; with the revocation check,
 /// its access tokens too) and deletes the upstream tokens, revoking them upstream first.
-pub(crate) async fn revoke_grant(core: &Core, grant_id: &str) -> Result<(), StoreError> {
+/// Returns the grant's subject (`None`: no such grant).
+pub(crate) async fn revoke_grant(core: &Core, grant_id: &str) -> Result<Option<String>, StoreError> {
     let Some(mut grant) =
         core.store(core.store.get(GRANTS, grant_id)).await?.as_deref().and_then(decode::<GrantRecord>)
     else {
-        return Ok(());
+        return Ok(None);
     };
     if !grant.revoked {
         grant.revoked = true;
@@ -258,7 +278,7 @@ pub(crate) async fn revoke_grant(core: &Core, grant_id: &str) -> Result<(), Stor
     {
         tracing::debug!(error = %e, "upstream revocation failed");
     }
-    Ok(())
+    Ok(Some(grant.subject))
 }
 
 /// Tokens minted and recorded, not yet handed out.

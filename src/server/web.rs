@@ -84,7 +84,9 @@ pub(crate) fn oauth_error(
     error: &'static str,
     description: &'static str,
 ) -> Response<EndpointBody> {
-    json(status, &serde_json::json!({ "error": error, "error_description": description }))
+    let mut res = json(status, &serde_json::json!({ "error": error, "error_description": description }));
+    super::audit::Refusal::attach(&mut res, error, description);
+    res
 }
 
 /// 503 with a JSON error, for store or upstream outages.
@@ -98,6 +100,20 @@ pub(crate) fn unavailable() -> Response<EndpointBody> {
     res
 }
 
+/// 429 with `Retry-After`: an error page for browser endpoints, a JSON error otherwise.
+pub(crate) fn too_many_requests(page: bool, retry_after_secs: u64) -> Response<EndpointBody> {
+    let mut res = if page {
+        super::pages::error(StatusCode::TOO_MANY_REQUESTS, "Too many requests", "Too many requests: try again later.")
+    } else {
+        oauth_error(StatusCode::TOO_MANY_REQUESTS, "invalid_request", "too many requests")
+    };
+    if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        res.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    super::audit::Refusal::attach(&mut res, "rate_limited", "too many requests");
+    res
+}
+
 pub(crate) fn status(status: StatusCode) -> Response<EndpointBody> {
     let mut res = Response::new(Full::default());
     *res.status_mut() = status;
@@ -107,6 +123,7 @@ pub(crate) fn status(status: StatusCode) -> Response<EndpointBody> {
 pub(crate) fn method_not_allowed(allow: &'static str) -> Response<EndpointBody> {
     let mut res = status(StatusCode::METHOD_NOT_ALLOWED);
     res.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    super::audit::Refusal::attach(&mut res, "method_not_allowed", allow);
     res
 }
 

@@ -513,7 +513,10 @@ async fn build_server(
         .store(store)
         .encryption_keys(enc)
         .upstream(options.upstream)
-        .clock(clock);
+        .clock(clock)
+        // Tests register and redeem far more than a minute's budget from one address; the
+        // abuse limits are tested with limits set explicitly (tests/abuse_limits.rs).
+        .rate_limits(tower_mcp_auth::server::RateLimits::unlimited());
     (options.configure)(builder).build().await
 }
 
