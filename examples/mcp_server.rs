@@ -53,8 +53,10 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
 use tower_mcp_auth::cimd::CimdConfig;
 use tower_mcp_auth::net::SafeFetcher;
+use tower_mcp_auth::redact::redact_uri;
 use tower_mcp_auth::scope_guard::{Requirement, ScopeGuardLayer, ScopePolicy};
 use tower_mcp_auth::server::{AuthorizationServer, PeerAddr};
 use tower_mcp_auth::session::SessionBindingLayer;
@@ -419,8 +421,13 @@ async fn run(args: Args) -> Result<(), Failure> {
             let server = server.build().await.map_err(|e| Failure::Usage(format!("authorization server: {e}")))?;
             // The store's Debug form, not --store: a Redis URL may carry a password.
             tracing::info!(issuer = %base, store = ?store, "{label} mode: built-in authorization server");
-            // Only the authorization server's endpoints need the client's address.
-            let endpoints = ServiceBuilder::new().map_request(peer_addr).service(server.service());
+            // Only the authorization server's endpoints need the client's address. Their
+            // requests are traced (DEBUG) with the URI redacted: codes and states travel in
+            // query strings.
+            let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::extract::Request| {
+                tracing::debug_span!("request", method = %req.method(), uri = %redact_uri(req.uri()))
+            });
+            let endpoints = ServiceBuilder::new().layer(trace).map_request(peer_addr).service(server.service());
             protected(mcp, cors, &resource, server.verifier())?.fallback_service(endpoints)
         }
     };

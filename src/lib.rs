@@ -72,6 +72,7 @@ pub mod extract;
 pub mod grpc;
 pub mod metadata;
 pub mod net;
+pub mod redact;
 pub mod reject;
 pub mod resource;
 pub mod scope;

@@ -66,12 +66,18 @@ impl HeaderRules {
     /// does that (at once in [`BearerAuth`], only when the token is not in the cache in
     /// [`ClaimsExtract`](crate::claims::ClaimsExtract)).
     pub(crate) fn take(self, headers: &mut HeaderMap) -> Result<BearerToken, ParseError> {
-        let Entry::Occupied(entry) = headers.entry(AUTHORIZATION) else { return Err(ParseError::Missing) };
+        let Entry::Occupied(mut entry) = headers.entry(AUTHORIZATION) else { return Err(ParseError::Missing) };
         if entry.iter().nth(1).is_some() {
             return Err(ParseError::Malformed);
         }
         let start = locate(entry.get().as_bytes(), self.max_token_len)?;
-        let value = if self.forward { entry.get().clone() } else { entry.remove() };
+        let value = if self.forward {
+            // Left for the inner service: at least never printed by a `Debug` of the headers.
+            entry.get_mut().set_sensitive(true);
+            entry.get().clone()
+        } else {
+            entry.remove()
+        };
         Ok(BearerToken::from_header_unchecked(value, start))
     }
 }

@@ -993,8 +993,11 @@ where
 {
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(which);
+    // Credentials in and out (client secrets, browser cookies) never print in a Debug form.
+    crate::redact::mark_sensitive(&mut parts.headers);
     let (mut res, body) = answer(&core, which, &mut parts, body, resolve_clients).await;
     audit_refusal(&core, which, &parts, &body, &mut res);
+    crate::redact::mark_sensitive(res.headers_mut());
     res
 }
 
