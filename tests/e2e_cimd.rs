@@ -4,6 +4,9 @@
 //! loopback server with a certificate from a test CA; the example trusts that CA
 //! (`--trust-ca`) and may fetch from loopback (`--allow-loopback-fetch`). All on 127.0.0.1.
 //!
+//! The example runs with `RUST_LOG=trace`; catalogue L01: its log holds none of the secrets the
+//! client saw (tokens, code, verifier, form secrets, cookies).
+//!
 //! Needs Node.js 20+ and npm; the Node dependencies are installed with `npm ci` on first use.
 
 mod support;
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::process::{Proc, ensure_node_modules, example, node, output_within};
+use support::secrets::Secrets;
 use support::tls::{TestCa, TlsFront};
 use tokio::net::TcpListener;
 use tokio::process::Command;
@@ -54,6 +58,7 @@ async fn document_server(ca: &TestCa) -> (String, Arc<AtomicUsize>, TlsFront) {
     (url, hits, front)
 }
 
+/// The sign-in, then catalogue L01 on the example's TRACE log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typescript_sdk_client_signs_in_with_a_client_id_metadata_document() {
     let mcp_server = tokio::task::spawn_blocking(|| {
@@ -68,17 +73,21 @@ async fn typescript_sdk_client_signs_in_with_a_client_id_metadata_document() {
         let tmp = tempfile::Builder::new().prefix("e2e-cimd-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let ca_file = tmp.path().join("ca.pem");
         std::fs::write(&ca_file, &ca.pem).unwrap();
+        let secrets_file = tmp.path().join("client-secrets.json");
 
         let mut cmd = Command::new(&mcp_server);
         cmd.args(["--bind", "127.0.0.1:0", "--store", "memory", "--dev-user", "cimd-user"])
             .args(["--allow-loopback-fetch", "--exit-on-stdin-eof", "--trust-ca"])
-            .arg(&ca_file);
+            .arg(&ca_file)
+            .env("RUST_LOG", "trace");
         let mut server = Proc::spawn("mcp_server", &mut cmd);
         let mcp_url = server.listening_on().await.unwrap_or_else(|| panic!("no start:\n{}", server.output()));
         let origin = mcp_url.trim_end_matches("/mcp").to_owned();
 
+        // --refresh: a refresh token too, and the refresh grant's path through the log.
+        let args = ["--cimd", &doc_url, "--call", "whoami", "--call", "echo", "--refresh", "--secrets-file"];
         let out = output_within(
-            node("mcp-client.mjs").args(["--cimd", &doc_url, "--call", "whoami", "--call", "echo"]).arg(&mcp_url),
+            node("mcp-client.mjs").args(args).arg(&secrets_file).arg(&mcp_url),
             CLIENT,
             "node mcp-client.mjs",
         )
@@ -115,8 +124,17 @@ async fn typescript_sdk_client_signs_in_with_a_client_id_metadata_document() {
         assert_eq!(who["sub"], "cimd-user", "{who}");
         assert_eq!(result["calls"]["echo"]["content"][0]["text"], "hello");
 
-        // Fetched once: the token request was answered from the cache.
+        // Fetched once: the token requests were answered from the cache.
         assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(result["refresh"]["refreshStatus"], 200, "{:#}", result["refresh"]);
+
+        // L01: the log is complete (the server stopped above); no secret of the run in it.
+        let mut secrets = Secrets::new();
+        secrets.add_file("client", &secrets_file);
+        for kind in ["authorizationCodes", "codeVerifiers", "accessTokens", "refreshTokens", "formSecrets", "cookies"] {
+            assert!(secrets.count(&format!("client {kind}")) >= 1, "no client {kind} recorded");
+        }
+        secrets.assert_not_in_trace_log("the server log", &log);
     })
     .await
     .expect("the test took longer than 150 s");

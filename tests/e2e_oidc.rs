@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::process::{Proc, ensure_node_modules, example, free_port, node, output_within};
+use support::secrets::Secrets;
 use tokio::process::Command;
 use tower_mcp_auth::challenge;
 
@@ -63,13 +64,17 @@ fn text_of(result: &Value, call: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // The tests.
 
-/// The provider for `http://127.0.0.1:PORT/mcp` and the MCP server on PORT trusting it. The
-/// port is picked before the server binds it: on the rare lost race, start over once.
-async fn start_provider_and_server(mcp_server: &Path) -> (Proc, Proc, u16, String) {
+/// The provider for `http://127.0.0.1:PORT/mcp` (writing what it issues to `secrets_file`)
+/// and the MCP server on PORT trusting it. The port is picked before the server binds it: on
+/// the rare lost race, start over once.
+async fn start_provider_and_server(mcp_server: &Path, secrets_file: &Path) -> (Proc, Proc, u16, String) {
     for attempt in 0..2 {
         let port = free_port();
         let resource = format!("http://127.0.0.1:{port}/mcp");
-        let mut provider = Proc::spawn("oidc-provider.mjs", node("oidc-provider.mjs").args(["--resource", &resource]));
+        let mut provider = Proc::spawn(
+            "oidc-provider.mjs",
+            node("oidc-provider.mjs").args(["--resource", &resource, "--secrets-file"]).arg(secrets_file),
+        );
         let line = provider.first_line().await;
         let issuer = line
             .as_deref()
@@ -99,16 +104,18 @@ async fn start_provider_and_server(mcp_server: &Path) -> (Proc, Proc, u16, Strin
 /// The MCP TypeScript SDK signs in through the real OIDC provider (401 → RFC 9728 metadata →
 /// RFC 8414 metadata → DCR → PKCE authorization → token), then calls the tools; the scope
 /// guard turns admin_ping away with a 403 step-up challenge. Catalogue L01: the server's
-/// TRACE-level logs contain none of the secrets the client saw.
+/// TRACE-level logs contain none of the secrets of the run (what the client saw, cookies
+/// included, and what the provider issued).
 #[tokio::test]
 async fn sdk_client_signs_in_through_real_oidc_provider() {
     let mcp_server = prerequisites().await;
     tokio::time::timeout(WHOLE_TEST, async {
-        let (provider, server, port, issuer) = start_provider_and_server(&mcp_server).await;
+        let tmp = tempfile::Builder::new().prefix("e2e-oidc-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let provider_secrets = tmp.path().join("provider-secrets.json");
+        let (provider, server, port, issuer) = start_provider_and_server(&mcp_server, &provider_secrets).await;
         let mcp_url = format!("http://127.0.0.1:{port}/mcp");
         let metadata_url = format!("http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp");
-        let secrets_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("e2e-secrets-{port}.json"));
-        let _ = std::fs::remove_file(&secrets_path);
+        let secrets_path = tmp.path().join("client-secrets.json");
 
         let secrets_arg = secrets_path.to_str().unwrap();
         let args = ["--call", "whoami", "--call", "echo", "--call", "admin_ping", "--secrets-file", secrets_arg];
@@ -147,24 +154,19 @@ async fn sdk_client_signs_in_through_real_oidc_provider() {
         assert_eq!(bearer.param("scope"), Some("mcp:admin"));
         assert_eq!(bearer.param("resource_metadata"), Some(metadata_url.as_str()));
 
-        // L01: stop the server so its log is complete, then look for every secret in it.
+        // L01: stop both servers so that the log and the provider's file are complete, then look
+        // for every secret in the log.
         let logs = server.stop().await;
-        drop(provider);
-        let secrets: Value = serde_json::from_slice(&std::fs::read(&secrets_path).unwrap()).unwrap();
-        let _ = std::fs::remove_file(&secrets_path);
-        let mut values: Vec<&str> = vec![
-            secrets["accessToken"].as_str().expect("access token in the secrets file"),
-            secrets["codeVerifier"].as_str().expect("code verifier in the secrets file"),
-        ];
-        for list in ["authorizationCodes", "accessTokens", "codeVerifiers", "refreshTokens"] {
-            values.extend(secrets[list].as_array().into_iter().flatten().filter_map(Value::as_str));
+        provider.stop().await;
+        let mut secrets = Secrets::new();
+        secrets.add_file("client", &secrets_path);
+        secrets.add_file("provider", &provider_secrets);
+        for kind in ["client authorizationCodes", "client codeVerifiers", "client accessTokens", "client cookies"] {
+            assert!(secrets.count(kind) >= 1, "no {kind} recorded");
         }
-        assert!(!secrets["authorizationCodes"].as_array().unwrap().is_empty(), "no code captured");
-        assert!(logs.contains(" TRACE "), "the server did not log at TRACE level:\n{logs}");
-        for secret in values {
-            assert!(secret.len() >= 16, "implausible secret");
-            assert!(!logs.contains(secret), "a secret ({}…) appears in the server logs", &secret[..6]);
-        }
+        // The provider's own records of the code it issued and the verifier it was shown.
+        assert!(secrets.count("provider authorizationCodes") >= 1 && secrets.count("provider codeVerifiers") >= 1);
+        secrets.assert_not_in_trace_log("the server log", &logs);
     })
     .await
     .expect("the end-to-end test exceeded its deadline");

@@ -9,7 +9,8 @@
 // stdout contract: exactly one JSON object (see README.md). Exit 0 with `"ok": true`, or exit 1
 // with `{"ok": false, "error": ..., "trace": [...]}`. Diagnostics go to stderr. The access
 // token, the authorization code and the PKCE verifier are never printed; `--secrets-file PATH`
-// writes them to PATH (mode 0600) so a test can check that no log contains them.
+// writes them, and the other secrets of the run (refresh tokens, client secrets, cookies, form
+// secrets, client assertions), to PATH (mode 0600) so a test can check that no log contains them.
 //
 // The headless browser follows redirects, and submits the HTML forms of login and consent
 // pages like a browser would (hidden inputs, the `decision=approve` button, cookies, Origin).
@@ -44,7 +45,7 @@ const authorizations = []; // each authorization round the headless browser perf
 // Secrets seen during the run, for --secrets-file only (never printed).
 const secrets = {
   accessTokens: [], authorizationCodes: [], codeVerifiers: [], refreshTokens: [], clientSecrets: [], hopCodes: [],
-  formSecrets: [],
+  formSecrets: [], cookies: [], assertions: [],
 };
 function recordSecret(kind, value) {
   if (typeof value === 'string' && value && !secrets[kind].includes(value)) secrets[kind].push(value);
@@ -64,6 +65,8 @@ function writeSecrets() {
     clientSecrets: secrets.clientSecrets,
     hopCodes: secrets.hopCodes,
     formSecrets: secrets.formSecrets,
+    cookies: secrets.cookies,
+    assertions: secrets.assertions,
   };
   try {
     writeFileSync(secretsFile, `${JSON.stringify(doc)}\n`, { mode: 0o600 });
@@ -126,11 +129,25 @@ function parseCli(argv) {
   };
 }
 
+// A client assertion (private_key_jwt, RFC 7523) in a form body sent to the authorization
+// server. The client authenticates with `none` or a client secret today; this keeps
+// `assertions` complete if the SDK ever signs one (its token requests all pass tracingFetch).
+function recordAssertion(init) {
+  let form = null;
+  if (init.body instanceof URLSearchParams) form = init.body;
+  else if (typeof init.body === 'string'
+    && /^application\/x-www-form-urlencoded\b/i.test(new Headers(init.headers).get('content-type') ?? '')) {
+    form = new URLSearchParams(init.body);
+  }
+  recordSecret('assertions', form?.get('client_assertion'));
+}
+
 // fetch wrapper given to the SDK: records each exchange and bounds the wait for response
 // headers (not the body: the SDK's GET event stream is long-lived by design).
 function tracingFetch(input, init = {}) {
   const method = (init.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
   const url = input instanceof Request ? input.url : String(input);
+  recordAssertion(init);
   const headersTimeout = new AbortController();
   const timer = setTimeout(
     () => headersTimeout.abort(new Error(`no response from ${method} ${url} within ${RESPONSE_HEADERS_TIMEOUT_MS / 1000}s`)),
@@ -141,6 +158,8 @@ function tracingFetch(input, init = {}) {
     (res) => {
       clearTimeout(timer);
       trace.push(`${method} ${url} -> ${res.status}`);
+      // Not kept (the SDK sends no cookies), but a cookie set here is a secret all the same.
+      for (const header of res.headers.getSetCookie()) recordCookie(parseSetCookie(new URL(url), header));
       return res;
     },
     (err) => {
@@ -151,6 +170,32 @@ function tracingFetch(input, init = {}) {
   );
 }
 
+// One Set-Cookie header received from `url`: { name, value, path, expired }, or null.
+function parseSetCookie(url, header) {
+  const [pair, ...attrs] = header.split(';');
+  const eq = pair.indexOf('=');
+  if (eq <= 0) return null;
+  const name = pair.slice(0, eq).trim();
+  const value = pair.slice(eq + 1).trim();
+  let path = url.pathname.replace(/\/[^/]*$/, '') || '/';
+  let expired = false;
+  for (const attr of attrs) {
+    const i = attr.indexOf('=');
+    const key = (i < 0 ? attr : attr.slice(0, i)).trim().toLowerCase();
+    const val = i < 0 ? '' : attr.slice(i + 1).trim();
+    if (key === 'path' && val.startsWith('/')) path = val;
+    if (key === 'max-age' && Number(val) <= 0) expired = true;
+    if (key === 'expires' && Date.parse(val) <= Date.now()) expired = true;
+  }
+  return { name, value, path, expired };
+}
+
+// Every cookie value a server sets is a secret (session, interaction and browser-binding
+// cookies). A cookie being deleted (expired) carries none: its value is empty or a placeholder.
+function recordCookie(cookie) {
+  if (cookie && !cookie.expired) recordSecret('cookies', cookie.value);
+}
+
 // Minimal cookie jar for the headless browser (host-only cookies, path-matched, expiry honoured).
 class CookieJar {
   constructor() {
@@ -159,21 +204,10 @@ class CookieJar {
 
   store(url, setCookieHeaders) {
     for (const header of setCookieHeaders) {
-      const [pair, ...attrs] = header.split(';');
-      const eq = pair.indexOf('=');
-      if (eq <= 0) continue;
-      const name = pair.slice(0, eq).trim();
-      const value = pair.slice(eq + 1).trim();
-      let path = url.pathname.replace(/\/[^/]*$/, '') || '/';
-      let expired = false;
-      for (const attr of attrs) {
-        const i = attr.indexOf('=');
-        const key = (i < 0 ? attr : attr.slice(0, i)).trim().toLowerCase();
-        const val = i < 0 ? '' : attr.slice(i + 1).trim();
-        if (key === 'path' && val.startsWith('/')) path = val;
-        if (key === 'max-age' && Number(val) <= 0) expired = true;
-        if (key === 'expires' && Date.parse(val) <= Date.now()) expired = true;
-      }
+      const cookie = parseSetCookie(url, header);
+      if (!cookie) continue;
+      recordCookie(cookie);
+      const { name, value, path, expired } = cookie;
       const id = `${url.host}|${path}|${name}`;
       if (expired) this.cookies.delete(id);
       else this.cookies.set(id, { host: url.host, path, name, value });

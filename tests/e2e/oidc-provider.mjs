@@ -28,7 +28,8 @@
 //   identity proof. The user `e2e-user` has email `e2e@example.test` (verified) and name
 //   `E2E User` (scopes email, profile): in the ID token when the access token is a JWT, at
 //   userinfo otherwise (oidc-provider's conformIdTokenClaims).
-// - --secrets-file PATH: every token, code and client secret issued is written there (0600).
+// - --secrets-file PATH: every token, code and client secret issued, and every PKCE verifier
+//   presented at /token, is written there (0600).
 // - exits on SIGTERM, SIGINT, and when stdin ends (parent process gone) unless --ignore-stdin:
 //   a parent must therefore hand it a pipe it keeps open (not /dev/null).
 
@@ -223,7 +224,9 @@ class MemoryAdapter {
 
 // --secrets-file: everything secret this provider hands out, for tests that check where those
 // values must never appear (logs, databases). Rewritten after each addition.
-const issued = { accessTokens: [], refreshTokens: [], idTokens: [], authorizationCodes: [], clientSecrets: [] };
+const issued = {
+  accessTokens: [], refreshTokens: [], idTokens: [], authorizationCodes: [], clientSecrets: [], codeVerifiers: [],
+};
 function recordIssued(kind, value) {
   if (!cfg.secretsFile || typeof value !== 'string' || !value || issued[kind].includes(value)) return;
   issued[kind].push(value);
@@ -412,6 +415,13 @@ const provider = new Provider(issuer, {
     ctx.type = 'application/json';
     ctx.body = out;
   },
+});
+
+// --secrets-file: the PKCE verifier a client presents at the token endpoint is a secret of the
+// run too (an OAuth proxy's upstream verifier is minted by the server under test).
+provider.use(async (ctx, next) => {
+  await next();
+  if (ctx.oidc?.route === 'token') recordIssued('codeVerifiers', ctx.oidc.params?.code_verifier);
 });
 
 provider.on('server_error', (_ctx, err) => process.stderr.write(`oidc-provider server_error: ${err?.stack ?? err}\n`));

@@ -1,5 +1,6 @@
 //! Shared test support: test keys and token minting, a mock identity provider on loopback
-//! (for fault injection), and the resource-server stack around an inspecting echo service.
+//! (for fault injection), the resource-server stack around an inspecting echo service, and the
+//! secrets checks of the end-to-end tests.
 #![allow(dead_code, unreachable_pub)]
 
 #[cfg(feature = "sqlite")]
@@ -9,6 +10,7 @@ pub mod keys;
 pub mod process;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod secrets;
 pub mod stack;
 pub mod tls;
 

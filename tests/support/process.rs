@@ -49,7 +49,21 @@ pub fn example(name: &str) -> PathBuf {
 
 fn build_examples() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let child = std::process::Command::new(cargo)
+    let mut cmd = std::process::Command::new(cargo);
+    // The test runner gives the test process the package's variables (`CARGO_PKG_NAME`,
+    // `CARGO_MANIFEST_DIR`, …). ring's build script tracks them (`rerun-if-env-changed`): a
+    // cargo that inherits them rebuilds ring and everything above it, and the next cargo run
+    // without them (the test runner's own build) rebuilds it all again.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_PRIMARY_PACKAGE"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            cmd.env_remove(name);
+        }
+    }
+    let child = cmd
         .args(["build", "--all-features"])
         .args(EXAMPLES.into_iter().flat_map(|name| ["--example", name]))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
