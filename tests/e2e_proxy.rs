@@ -350,6 +350,12 @@ fn assert_no_secrets(run: &Run) {
     assert!(run.client_secret_count("cookies") >= 1, "no cookie recorded");
     run.secrets.assert_not_in_trace_log("the server log", &run.server_log);
     run.secrets.assert_not_in_bytes("the SQLite database files", &run.database);
+    // The example traces the authorization server's requests: the code and state of the
+    // callback are in that log line, redacted.
+    assert!(
+        run.server_log.contains("/callback?code=[redacted]&state=[redacted]"),
+        "no redacted callback URI in the server log"
+    );
 }
 
 /// The payload of a compact JWS, unverified.
