@@ -143,6 +143,7 @@ impl ScopeSet {
     }
 
     /// Whether `scope` was granted, by exact, case-sensitive comparison.
+    #[inline]
     pub fn contains(&self, scope: &str) -> bool {
         self.items.iter().any(|s| &**s == scope)
     }
@@ -264,6 +265,7 @@ impl ScopeHierarchy {
     }
 
     /// Whether `granted` satisfies `required`, directly or through an implication.
+    #[inline]
     pub fn satisfies(&self, granted: &ScopeSet, required: &Scope) -> bool {
         if granted.contains(required.as_str()) {
             return true;

@@ -72,6 +72,7 @@ where
         Self { state: State::Verifying { verifying } }
     }
 
+    #[inline(always)]
     pub(crate) fn calling(future: S::Future) -> Self {
         Self { state: State::Calling { future } }
     }

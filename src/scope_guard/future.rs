@@ -61,6 +61,7 @@ where
         Self { state: State::Reading { reading } }
     }
 
+    #[inline(always)]
     pub(crate) fn calling(future: S::Future) -> Self {
         Self { state: State::Calling { future } }
     }
