@@ -257,16 +257,7 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
 
 /// Client ids and subjects come from outside: bounded before they reach the log.
 fn bounded(s: Option<String>) -> Option<String> {
-    s.map(|mut s| {
-        if s.len() > 512 {
-            let mut end = 512;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
-        }
-        s
-    })
+    s.map(|s| if s.len() > 512 { super::limits::prefix(&s, 512).to_owned() } else { s })
 }
 
 impl Audit {

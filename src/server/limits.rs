@@ -219,7 +219,7 @@ impl Limiter {
             Refused { retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1) }
         };
         if let Some(limiter) = &self.client {
-            let client = cut(client);
+            let client = prefix(client, MAX_CLIENT_KEY);
             let key = (if self.client_only { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { source }, client.into());
             limiter.check_key(&key).map_err(refused)?;
         }
@@ -248,11 +248,12 @@ fn keyed<K: std::hash::Hash + Eq + Clone>(per_minute: u32, clock: &MonoClock) ->
     Some(RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone()))
 }
 
-fn cut(s: &str) -> &str {
-    if s.len() <= MAX_CLIENT_KEY {
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub(crate) fn prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
         return s;
     }
-    let mut end = MAX_CLIENT_KEY;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
