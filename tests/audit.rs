@@ -242,3 +242,17 @@ async fn each_refusal_carries_its_reason_and_a_denied_consent_is_not_a_refusal()
         [(AuditKind::Rejected, Which::Authorize, "unsupported_response_type".into(), 302)]
     );
 }
+
+/// The log capture this file relies on still sees an event whose callsite a thread without a
+/// subscriber reached first (the way a sibling test does); without the capture's anchor
+/// dispatcher, `tracing` would cache that callsite as uninteresting for the whole process.
+#[test]
+fn the_log_capture_sees_callsites_a_thread_without_subscriber_reached_first() {
+    fn emit() {
+        tracing::info!(target: "capture_check", "marker event");
+    }
+    let (logs, _guard) = support::logs::capture();
+    std::thread::spawn(emit).join().unwrap();
+    emit();
+    assert!(logs.text().contains("marker event"), "{}", logs.text());
+}

@@ -87,8 +87,19 @@ pub mod logs {
         }
     }
 
+    /// A dispatcher alive for the whole test process and interested in everything.
+    ///
+    /// `tracing` caches each callsite's interest process-wide, computed by whichever thread
+    /// reaches it first. While only one dispatcher is registered, that computation asks the
+    /// registering thread's default, so a sibling test thread with no subscriber would cache
+    /// "never" and silence the callsite for a capturing thread too. With this anchor there are
+    /// always at least two registered dispatchers, and interest is the union over all of them.
+    static ANCHOR: std::sync::LazyLock<tracing::Dispatch> =
+        std::sync::LazyLock::new(|| tracing::Dispatch::new(tracing_subscriber::registry()));
+
     /// Installs a TRACE subscriber for the current thread; keep the guard alive.
     pub fn capture() -> (Capture, tracing::subscriber::DefaultGuard) {
+        std::sync::LazyLock::force(&ANCHOR);
         let capture = Capture::default();
         let writer = capture.clone();
         let subscriber = tracing_subscriber::fmt()
