@@ -660,6 +660,13 @@ impl AuthorizationServerBuilder {
     }
 
     /// Deadline of each store operation (default 3 s); past it the request gets 503.
+    ///
+    /// A 503 means nothing was granted, and an operation that timed out before it reached the
+    /// store changed nothing: the client can retry. One case is ambiguous: if the store does
+    /// consume a refresh token (the last step of a rotation) but its reply comes after the
+    /// deadline, the successor is discarded and the client's retry looks like reuse of a
+    /// rotated token, so the grant is revoked and the user signs in again. This fails closed;
+    /// keep the deadline well above the store's worst healthy latency.
     pub fn store_timeout(mut self, d: Duration) -> Self {
         self.store_timeout = d;
         self

@@ -516,7 +516,10 @@ async fn build_server(
         .clock(clock)
         // Tests register and redeem far more than a minute's budget from one address; the
         // abuse limits are tested with limits set explicitly (tests/abuse_limits.rs).
-        .rate_limits(tower_mcp_auth::server::RateLimits::unlimited());
+        .rate_limits(tower_mcp_auth::server::RateLimits::unlimited())
+        // A loaded test host can stall a healthy store operation past the production default
+        // of 3 s; the deadline itself is tested with short explicit ones (authz_storage k12).
+        .store_timeout(Duration::from_secs(15));
     (options.configure)(builder).build().await
 }
 
